@@ -1,0 +1,412 @@
+"""Event contracts: one envelope, one model per event, Decimal for every amount.
+
+Every record on a riskwatch topic is one of these models serialized as JSON. Amounts and
+sizes are Decimal (strings on the wire) because float loses cents at exchange magnitudes.
+Within a schema version only additive, optional changes are allowed, and consumers ignore
+unknown fields (``extra="ignore"``), so an older consumer keeps working on newer records.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class Event(BaseModel):
+    """The envelope every event shares.
+
+    ``event_id`` is the dedup key: producers derive it from the source identity where one
+    exists (an exchange frame, an alert transition) so a record published twice is
+    recognised downstream. ``correlation_id`` follows one cause from the exchange frame to
+    the notification.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", ser_json_timedelta="float")
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    event_id: str = Field(description="Unique id of this event; consumers deduplicate on it.")
+    event_type: str
+    schema_version: int = Field(default=1, ge=1)
+    occurred_at: AwareDatetime = Field(description="When it happened at the source (UTC).")
+    produced_at: AwareDatetime = Field(description="When riskwatch produced the record (UTC).")
+    source: str = Field(description="Producing service and instance, e.g. 'ingestor/group-a'.")
+    correlation_id: str = Field(description="Traces one cause from exchange frame to alert.")
+
+
+def new_event_id() -> str:
+    """A random event id for events that have no natural identity at their source."""
+    return uuid.uuid4().hex
+
+
+def derived_event_id(*parts: object) -> str:
+    """A deterministic event id from the identity of what the event describes.
+
+    The same exchange state change seen twice (stream and REST resync, or a redelivered
+    frame) yields the same id, which is what makes downstream deduplication work.
+    """
+    return uuid.uuid5(uuid.NAMESPACE_URL, "|".join(str(p) for p in parts)).hex
+
+
+class Side(StrEnum):
+    BUY = "Buy"
+    SELL = "Sell"
+
+
+class DataOrigin(StrEnum):
+    """Whether a state record came from the live stream or from a REST snapshot."""
+
+    STREAM = "stream"
+    SNAPSHOT = "snapshot"
+
+
+# --------------------------------------------------------------------------- account data
+
+
+class AccountEvent(Event):
+    """Base of everything the ingestor reads from one account's private stream."""
+
+    account: str = Field(description="Configured account name, e.g. 'main'; the record key.")
+    origin: DataOrigin = DataOrigin.STREAM
+
+
+class PositionUpdated(AccountEvent):
+    """A position row as Bybit reported it (stream push or REST snapshot)."""
+
+    event_type: Literal["PositionUpdated"] = "PositionUpdated"
+    symbol: str
+    position_idx: int = Field(ge=0, le=2, description="0 one-way, 1 hedge buy, 2 hedge sell")
+    side: Side | None = Field(description="None when the position is flat.")
+    size: Decimal = Field(ge=0)
+    entry_price: Decimal
+    leverage: Decimal | None = None
+    mark_price: Decimal | None = None
+    position_value: Decimal | None = None
+    liq_price: Decimal | None = None
+    unrealised_pnl: Decimal | None = None
+    cum_realised_pnl: Decimal | None = None
+    position_im: Decimal | None = None
+    position_mm: Decimal | None = None
+    risk_id: int | None = None
+    position_status: str | None = None
+    is_reduce_only: bool = False
+    mmr_sys_updated_at: AwareDatetime | None = None
+    leverage_sys_updated_at: AwareDatetime | None = None
+    seq: int = Field(description="Bybit cross sequence; with symbol it orders updates.")
+    updated_at: AwareDatetime
+
+
+class OrderUpdated(AccountEvent):
+    event_type: Literal["OrderUpdated"] = "OrderUpdated"
+    symbol: str
+    order_id: str
+    order_link_id: str = ""
+    side: Side
+    order_type: str
+    order_status: str
+    price: Decimal | None = None
+    qty: Decimal
+    leaves_qty: Decimal = Decimal(0)
+    leaves_value: Decimal | None = None
+    cum_exec_qty: Decimal = Decimal(0)
+    avg_price: Decimal | None = None
+    position_idx: int = Field(default=0, ge=0, le=2)
+    reduce_only: bool = False
+    close_on_trigger: bool = False
+    stop_order_type: str | None = None
+    trigger_price: Decimal | None = None
+    time_in_force: str | None = None
+    updated_at: AwareDatetime
+
+    OPEN_STATUSES: ClassVar[frozenset[str]] = frozenset(
+        {"New", "PartiallyFilled", "Untriggered", "Active"}
+    )
+
+    @property
+    def is_open(self) -> bool:
+        return self.order_status in self.OPEN_STATUSES
+
+
+class CoinBalance(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    coin: str
+    equity: Decimal | None = None
+    usd_value: Decimal | None = None
+    wallet_balance: Decimal | None = None
+    unrealised_pnl: Decimal | None = None
+    total_position_im: Decimal | None = None
+    total_position_mm: Decimal | None = None
+
+
+class WalletUpdated(AccountEvent):
+    event_type: Literal["WalletUpdated"] = "WalletUpdated"
+    account_type: str = "UNIFIED"
+    total_equity: Decimal
+    total_wallet_balance: Decimal
+    total_margin_balance: Decimal
+    total_available_balance: Decimal | None = None
+    total_perp_upl: Decimal = Decimal(0)
+    total_initial_margin: Decimal = Decimal(0)
+    total_maintenance_margin: Decimal = Decimal(0)
+    account_im_rate: Decimal | None = None
+    account_mm_rate: Decimal | None = None
+    coins: tuple[CoinBalance, ...] = ()
+
+
+class ExecutionReported(AccountEvent):
+    event_type: Literal["ExecutionReported"] = "ExecutionReported"
+    symbol: str
+    exec_id: str
+    order_id: str
+    side: Side
+    exec_price: Decimal
+    exec_qty: Decimal
+    exec_value: Decimal | None = None
+    exec_fee: Decimal | None = None
+    exec_type: str = "Trade"
+    closed_size: Decimal | None = None
+    is_maker: bool = False
+    seq: int | None = None
+
+
+class StreamStatus(StrEnum):
+    CONNECTED = "connected"
+    RESYNCED = "resynced"
+    DISCONNECTED = "disconnected"
+    AUTH_FAILED = "auth_failed"
+
+
+class AccountStatusChanged(AccountEvent):
+    """The ingestor's link to one account changed state (connected, resynced, failed)."""
+
+    event_type: Literal["AccountStatusChanged"] = "AccountStatusChanged"
+    status: StreamStatus
+    reason: str = ""
+    ret_code: int | None = None
+
+
+# --------------------------------------------------------------------------- market data
+
+
+class MarkPriceUpdated(Event):
+    event_type: Literal["MarkPriceUpdated"] = "MarkPriceUpdated"
+    symbol: str
+    mark_price: Decimal = Field(gt=0)
+    index_price: Decimal | None = None
+    last_price: Decimal | None = None
+    ticks_coalesced: int = Field(
+        default=1, ge=1, description="Exchange ticks this record stands for (coalescing)."
+    )
+
+
+class RiskTier(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    tier_id: int
+    risk_limit_value: Decimal = Field(description="Largest position value in this tier.")
+    maintenance_margin_rate: Decimal = Field(description="Fraction, e.g. 0.005 for 0.5 %.")
+    initial_margin_rate: Decimal = Field(description="Fraction, e.g. 0.01 for 1 %.")
+    max_leverage: Decimal
+    mm_deduction: Decimal = Decimal(0)
+    is_lowest_risk: bool = False
+
+
+class RiskLimitTableUpdated(Event):
+    """A symbol's full risk-limit tier table, rates normalized to fractions."""
+
+    event_type: Literal["RiskLimitTableUpdated"] = "RiskLimitTableUpdated"
+    symbol: str
+    tiers: tuple[RiskTier, ...] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------- risk outputs
+
+
+class RiskLevel(StrEnum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+
+
+class Severity(StrEnum):
+    INFO = "INFO"
+    WARNING = "WARNING"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+class PositionExposure(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    account: str
+    symbol: str
+    position_idx: int = 0
+    side: Side
+    size: Decimal
+    notional: Decimal = Field(description="size × mark price (entry price without a mark).")
+    leverage: Decimal | None = None
+    unrealised_pnl: Decimal | None = None
+    tier_id: int | None = None
+    effective_value: Decimal | None = Field(
+        default=None, description="Positions plus counted open orders, per Bybit's rule."
+    )
+    headroom_to_next_tier: Decimal | None = None
+    headroom_to_leverage_cap: Decimal | None = None
+    liq_price: Decimal | None = None
+    liquidation_distance_pct: Decimal | None = None
+
+
+class ExposureScope(StrEnum):
+    ACCOUNT = "account"
+    PORTFOLIO = "portfolio"
+
+
+PORTFOLIO_KEY = "portfolio"
+
+
+class ExposureSnapshotted(Event):
+    """Exposure of one account, or of all accounts (``scope=portfolio``, key 'portfolio')."""
+
+    event_type: Literal["ExposureSnapshotted"] = "ExposureSnapshotted"
+    scope: ExposureScope
+    account: str = Field(description="Account name, or 'portfolio' for the aggregate.")
+    accounts: tuple[str, ...] = ()
+    total_long: Decimal
+    total_short: Decimal
+    net: Decimal
+    gross: Decimal
+    equity: Decimal | None = None
+    net_share_of_equity: Decimal | None = Field(default=None, description="net / equity")
+    unrealised_pnl: Decimal
+    account_mm_rate: Decimal | None = None
+    margin_ratio: Decimal | None = None
+    buy_side_share: Decimal | None = Field(
+        default=None, description="Share of open positions on the buy side (direction bias)."
+    )
+    risk_level: RiskLevel
+    riskiest_positions: tuple[PositionExposure, ...] = ()
+    positions: tuple[PositionExposure, ...] = ()
+
+
+class AlertTransition(StrEnum):
+    RAISED = "raised"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+
+
+class RiskAlertChanged(Event):
+    """An alert was raised, escalated or resolved.
+
+    ``alert_id`` is stable per (account, rule, subject); ``event_id`` is unique per
+    transition, so a redelivered transition is recognised and a new one is not.
+    """
+
+    event_type: Literal["RiskAlertChanged"] = "RiskAlertChanged"
+    alert_id: str
+    transition: AlertTransition
+    account: str
+    rule: str
+    subject: str = Field(description="What the alert is about: a symbol, or 'account'.")
+    severity: Severity
+    risk_level: RiskLevel | None = None
+    reason: str
+    numbers: dict[str, Decimal] = Field(default_factory=dict)
+
+
+class AnalysisMode(StrEnum):
+    LLM = "llm"
+    DETERMINISTIC = "deterministic"
+
+
+class AnalysisCompleted(Event):
+    event_type: Literal["AnalysisCompleted"] = "AnalysisCompleted"
+    alert_id: str
+    alert_event_id: str
+    account: str
+    rule: str
+    severity: Severity
+    mode: AnalysisMode
+    model: str | None = None
+    text_html: str = Field(max_length=300, description="Telegram-HTML commentary.")
+    hedging_ideas: tuple[str, ...] = ()
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    note: str = ""
+
+
+class NotificationKind(StrEnum):
+    ALERT = "alert"
+    ANALYSIS = "analysis"
+
+
+class NotificationOutcome(Event):
+    channel: str
+    kind: NotificationKind
+    alert_id: str
+    source_event_id: str
+    attempts: int = Field(ge=1)
+
+
+class NotificationDelivered(NotificationOutcome):
+    event_type: Literal["NotificationDelivered"] = "NotificationDelivered"
+
+
+class NotificationFailed(NotificationOutcome):
+    event_type: Literal["NotificationFailed"] = "NotificationFailed"
+    error: str
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+class RecordDeadLettered(BaseModel):
+    """What a dead-letter topic holds: the failed record and why it failed.
+
+    Not an ``Event``: the failed input may not be one, so it is kept verbatim.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    source: str = Field(description="'topic[partition]@offset', or what produced the raw input.")
+    key: str | None = None
+    value: str = Field(description="The failed record, UTF-8 text (invalid bytes replaced).")
+    error_type: str
+    error: str
+    service: str
+    failed_at: datetime
+
+
+AccountEventUnion = Annotated[
+    PositionUpdated | OrderUpdated | WalletUpdated | ExecutionReported | AccountStatusChanged,
+    Field(discriminator="event_type"),
+]
+
+
+def event_models() -> dict[str, type[BaseModel]]:
+    """Every model that appears on a topic, by name: the source of the JSON Schemas."""
+    models: list[type[BaseModel]] = [
+        PositionUpdated,
+        OrderUpdated,
+        WalletUpdated,
+        ExecutionReported,
+        AccountStatusChanged,
+        MarkPriceUpdated,
+        RiskLimitTableUpdated,
+        ExposureSnapshotted,
+        RiskAlertChanged,
+        AnalysisCompleted,
+        NotificationDelivered,
+        NotificationFailed,
+        RecordDeadLettered,
+    ]
+    return {m.__name__: m for m in models}

@@ -1,0 +1,292 @@
+"""The one Kafka helper layer: producer, consumer, dead letters and topic creation.
+
+Delivery is at-least-once: a consumer commits an offset only after the handler has
+finished with the record *and* everything the handler produced has been acknowledged
+(``acks=all``). Consumers are therefore idempotent (event ids). A record that fails to
+decode or to handle goes to its topic's dead-letter topic with the reason and
+``topic[partition]@offset``, is counted, and the consumer moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from pydantic import BaseModel
+
+from riskwatch_common import metrics
+from riskwatch_common.contracts import RecordDeadLettered
+from riskwatch_common.settings import KafkaSettings
+from riskwatch_common.topics import ALL_TOPICS, TopicSpec, dead_letter_of, encode
+
+log = logging.getLogger(__name__)
+
+
+def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
+    """Connection settings shared by producers, consumers and admin clients."""
+    kw: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.sasl_mechanism:
+        kw["sasl_mechanism"] = kafka.sasl_mechanism
+        kw["sasl_plain_username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            kw["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    return kw
+
+
+class _KafkaMetrics:
+    def __init__(self, service: str) -> None:
+        p = metrics.metric_prefix(service)
+        self.produced = metrics.counter(
+            f"{p}_kafka_records_produced_total", "Records sent to Kafka", ["topic"]
+        )
+        self.consumed = metrics.counter(
+            f"{p}_kafka_records_consumed_total", "Records read from Kafka", ["topic"]
+        )
+        self.dead_lettered = metrics.counter(
+            f"{p}_kafka_records_dead_lettered_total",
+            "Records sent to a dead-letter topic",
+            ["topic", "reason"],
+        )
+        self.handle_seconds = metrics.histogram(
+            f"{p}_kafka_batch_handle_seconds", "Time to handle one fetched batch", []
+        )
+
+
+class Producer:
+    """An aiokafka producer with acks=all, batching, and idempotence as a setting."""
+
+    def __init__(self, kafka: KafkaSettings, *, service: str, client_id: str | None = None):
+        self.kafka = kafka
+        self.service = service
+        self._metrics = _KafkaMetrics(service)
+        self._producer = AIOKafkaProducer(
+            **client_kwargs(kafka),
+            client_id=client_id or service,
+            acks="all",
+            enable_idempotence=kafka.enable_idempotence,
+            linger_ms=kafka.linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=30_000,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    def topic(self, spec: TopicSpec) -> str:
+        return spec.qualified(self.kafka.topic_namespace)
+
+    async def send(self, spec: TopicSpec, key: str, event: BaseModel) -> asyncio.Future[Any]:
+        """Queue a record; the returned future resolves when the broker acknowledged it.
+
+        Awaiting this call only waits for room in the batch buffer, so callers can queue
+        many records and ``flush()`` once: that is what keeps per-event cost low.
+        """
+        return await self.send_raw(self.topic(spec), key.encode(), encode(event))
+
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = await self._producer.send(topic, value=value, key=key)
+        self._metrics.produced.labels(topic).inc()
+        return fut
+
+    async def send_and_wait(self, spec: TopicSpec, key: str, event: BaseModel) -> None:
+        await (await self.send(spec, key, event))
+
+    async def flush(self) -> None:
+        """Wait until every queued record is acknowledged."""
+        await self._producer.flush()
+
+    async def dead_letter(
+        self,
+        spec: TopicSpec,
+        *,
+        value: bytes,
+        key: bytes | None,
+        error: BaseException | str,
+        source: str,
+        partition: int | None = None,
+        offset: int | None = None,
+        reason: str = "handle",
+    ) -> None:
+        """Send a failed input to ``spec``'s dead-letter topic and count it."""
+        dlq = dead_letter_of(spec)
+        record = RecordDeadLettered(
+            source_topic=self.topic(spec),
+            source_partition=partition,
+            source_offset=offset,
+            source=source,
+            key=key.decode(errors="replace") if key is not None else None,
+            value=value.decode(errors="replace"),
+            error_type=type(error).__name__ if isinstance(error, BaseException) else reason,
+            error=str(error)[:4000],
+            service=self.service,
+            failed_at=datetime.now(UTC),
+        )
+        await self.send_raw(self.topic(dlq), key, encode(record))
+        self._metrics.dead_lettered.labels(self.topic(spec), reason).inc()
+        log.warning(
+            "record dead-lettered",
+            extra={
+                "topic": self.topic(spec),
+                "source": source,
+                "reason": reason,
+                "error": str(error)[:500],
+            },
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMeta:
+    """Where a consumed record came from."""
+
+    spec: TopicSpec
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+Handler = Callable[[Any, RecordMeta], Awaitable[None]]
+"""Handles one decoded record. Raising sends the record to the dead-letter topic."""
+
+
+class Consumer:
+    """A consumer-group member that decodes, handles, dead-letters and commits.
+
+    Records are fetched in batches; after a batch is handled the producer is flushed (so
+    outputs and dead letters are acknowledged) and only then are offsets committed.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        specs: Sequence[TopicSpec],
+        group_id: str,
+        handler: Handler,
+        producer: Producer,
+        service: str,
+        auto_offset_reset: str = "earliest",
+        max_records: int = 1000,
+        on_batch_done: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.handler = handler
+        self.producer = producer
+        self.max_records = max_records
+        self.on_batch_done = on_batch_done
+        self._metrics = _KafkaMetrics(service)
+        self._specs = {s.qualified(kafka.topic_namespace): s for s in specs}
+        self._consumer = AIOKafkaConsumer(
+            *self._specs,
+            **client_kwargs(kafka),
+            group_id=kafka.topic_namespace + group_id,
+            client_id=service,
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+            rebalance_timeout_ms=kafka.session_timeout_ms,
+        )
+        self.assigned = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            if self._consumer.assignment():
+                self.assigned.set()
+            if not batch:
+                continue
+            with self._metrics.handle_seconds.time():
+                for records in batch.values():
+                    await self._handle_all(records)
+                if self.on_batch_done is not None:
+                    await self.on_batch_done()
+                await self.producer.flush()
+            await self._consumer.commit()
+
+    async def _handle_all(self, records: Iterable[ConsumerRecord[bytes, bytes]]) -> None:
+        for rec in records:
+            spec = self._specs[rec.topic]
+            meta = RecordMeta(spec, rec.topic, rec.partition, rec.offset, rec.key, rec.timestamp)
+            self._metrics.consumed.labels(rec.topic).inc()
+            value = rec.value or b""
+            try:
+                event = spec.decode(value)
+            except Exception as exc:
+                await self._dead_letter(meta, value, exc, "decode")
+                continue
+            try:
+                await self.handler(event, meta)
+            except Exception as exc:
+                log.exception("handler failed", extra={"source": meta.source})
+                await self._dead_letter(meta, value, exc, "handle")
+
+    async def _dead_letter(
+        self, meta: RecordMeta, value: bytes, exc: Exception, reason: str
+    ) -> None:
+        await self.producer.dead_letter(
+            meta.spec,
+            value=value,
+            key=meta.key,
+            error=exc,
+            source=meta.source,
+            partition=meta.partition,
+            offset=meta.offset,
+            reason=reason,
+        )
+
+
+async def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPICS) -> None:
+    """Create the registry's topics that do not exist yet; existing ones are left alone.
+
+    Explicit creation matters on the embedded broker, which would otherwise auto-create a
+    topic with default settings on first use.
+    """
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka), client_id="riskwatch-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name=s.qualified(kafka.topic_namespace),
+                num_partitions=s.partitions,
+                replication_factor=kafka.replication_factor,
+                topic_configs=s.config,
+            )
+            for s in specs
+            if s.qualified(kafka.topic_namespace) not in existing
+        ]
+        if missing:
+            # another process may create one between our list and create
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+            log.info("topics created", extra={"topics": [t.name for t in missing]})
+    finally:
+        await admin.close()

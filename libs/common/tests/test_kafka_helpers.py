@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import orjson
+import pytest
+from riskwatch_common import contracts as c
+from riskwatch_common import topics
+from riskwatch_common.kafka import Consumer, Producer, RecordMeta
+from riskwatch_common.settings import KafkaSettings
+from riskwatch_common.testkit import read_topic, wait_until
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def mark(symbol: str, price: str) -> c.MarkPriceUpdated:
+    return c.MarkPriceUpdated(
+        event_id=c.new_event_id(),
+        occurred_at=NOW,
+        produced_at=NOW,
+        source="test",
+        correlation_id="corr-1",
+        symbol=symbol,
+        mark_price=Decimal(price),
+    )
+
+
+async def test_consumer_with_malformed_record_dead_letters_it_and_keeps_consuming(
+    kafka: KafkaSettings,
+) -> None:
+    producer = Producer(kafka, service="test")
+    await producer.start()
+    seen: list[c.MarkPriceUpdated] = []
+
+    async def handle(event: c.MarkPriceUpdated, meta: RecordMeta) -> None:
+        seen.append(event)
+
+    consumer = Consumer(
+        kafka,
+        specs=[topics.MARK_PRICES],
+        group_id="g",
+        handler=handle,
+        producer=producer,
+        service="test",
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await producer.send_and_wait(topics.MARK_PRICES, "BTCUSDT", mark("BTCUSDT", "70000"))
+        await producer.send_raw(
+            producer.topic(topics.MARK_PRICES), b"BTCUSDT", b'{"not":"an event"'
+        )
+        await producer.send_and_wait(topics.MARK_PRICES, "BTCUSDT", mark("BTCUSDT", "70001"))
+        await wait_until(lambda: len(seen) == 2, message="both good records handled")
+        assert [e.mark_price for e in seen] == [Decimal("70000"), Decimal("70001")]
+
+        dead = await read_topic(kafka, topics.dead_letter_of(topics.MARK_PRICES))
+        assert len(dead) == 1
+        record = c.RecordDeadLettered.model_validate_json(dead[0][1])
+        assert record.value == '{"not":"an event"'
+        assert record.error_type == "ValidationError"
+        assert record.source.startswith(f"{kafka.topic_namespace}bybit.mark-prices.v1[")
+        assert record.source_offset == 1
+        assert dead[0][0] == b"BTCUSDT"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_handler_failure_dead_letters_the_record_with_the_error(
+    kafka: KafkaSettings,
+) -> None:
+    producer = Producer(kafka, service="test")
+    await producer.start()
+    handled: list[str] = []
+
+    async def handle(event: c.MarkPriceUpdated, meta: RecordMeta) -> None:
+        if event.symbol == "BADUSDT":
+            raise ValueError("no tier table for BADUSDT")
+        handled.append(event.symbol)
+
+    consumer = Consumer(
+        kafka,
+        specs=[topics.MARK_PRICES],
+        group_id="g",
+        handler=handle,
+        producer=producer,
+        service="test",
+    )
+    await consumer.start()
+    task = asyncio.create_task(consumer.run())
+    try:
+        await producer.send_and_wait(topics.MARK_PRICES, "BADUSDT", mark("BADUSDT", "1"))
+        await producer.send_and_wait(topics.MARK_PRICES, "ETHUSDT", mark("ETHUSDT", "3500"))
+        await wait_until(lambda: handled == ["ETHUSDT"], message="good record handled")
+        dead = await read_topic(kafka, topics.dead_letter_of(topics.MARK_PRICES))
+        record = orjson.loads(dead[0][1])
+        assert record["error"] == "no tier table for BADUSDT"
+        assert record["error_type"] == "ValueError"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_committed_offsets_survive_a_consumer_restart_without_redelivery(
+    kafka: KafkaSettings,
+) -> None:
+    producer = Producer(kafka, service="test")
+    await producer.start()
+    first: list[str] = []
+    second: list[str] = []
+
+    async def run_once(sink: list[str], expect: int) -> None:
+        async def handle(event: c.MarkPriceUpdated, meta: RecordMeta) -> None:
+            sink.append(str(event.mark_price))
+
+        consumer = Consumer(
+            kafka,
+            specs=[topics.MARK_PRICES],
+            group_id="restart",
+            handler=handle,
+            producer=producer,
+            service="test",
+        )
+        await consumer.start()
+        task = asyncio.create_task(consumer.run())
+        try:
+            await wait_until(lambda: len(sink) >= expect, message=f"{expect} records")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await consumer.stop()
+
+    try:
+        for p in ("1", "2"):
+            await producer.send_and_wait(topics.MARK_PRICES, "SOLUSDT", mark("SOLUSDT", p))
+        await run_once(first, 2)
+        await producer.send_and_wait(topics.MARK_PRICES, "SOLUSDT", mark("SOLUSDT", "3"))
+        await run_once(second, 1)
+        assert first == ["1", "2"]
+        assert second == ["3"]
+    finally:
+        await producer.stop()
