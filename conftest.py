@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+
 from riskwatch_common.broker import EmbeddedBroker
 from riskwatch_common.kafka import ensure_topics
 from riskwatch_common.settings import KafkaSettings

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 from pydantic import ValidationError
+
 from riskwatch_common import contracts as c
 from riskwatch_common import topics
 from riskwatch_common.schemas import drifted

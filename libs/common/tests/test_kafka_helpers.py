@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import orjson
 import pytest
+
 from riskwatch_common import contracts as c
 from riskwatch_common import topics
 from riskwatch_common.kafka import Consumer, Producer, RecordMeta

@@ -6,6 +6,7 @@ import logging
 import pytest
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+
 from riskwatch_common.logs import configure_logging
 from riskwatch_common.settings import ConfigError, ServiceSettings, load_settings
 

@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from riskwatch_cli.demo import run_demo
 from riskwatch_common.broker import BrokerError, EmbeddedBroker
 from riskwatch_common.kafka import ensure_topics
 from riskwatch_common.logs import configure_logging
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(func=_schemas)
     t = sub.add_parser("topics", help="list the topic registry")
     t.set_defaults(func=_topics)
+    d = sub.add_parser("demo", help="run broker, simulator and all services (DEMO_SECONDS=N)")
+    d.set_defaults(func=lambda _: run_demo())
     args = parser.parse_args(argv)
     return int(args.func(args))
 

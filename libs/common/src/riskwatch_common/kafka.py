@@ -15,11 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
 from riskwatch_common import metrics
@@ -28,6 +28,28 @@ from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.topics import ALL_TOPICS, TopicSpec, dead_letter_of, encode
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def retry_until_up(what: str, attempt: Callable[[], Awaitable[T]], kafka: KafkaSettings) -> T:
+    """Retry ``attempt`` with capped backoff until it succeeds or the connect timeout passes.
+
+    Services of one deployment start together, usually before the broker answers; failing
+    fast would make a process runner stop them all.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + kafka.connect_timeout_s
+    delay = 0.2
+    while True:
+        try:
+            return await attempt()
+        except KafkaConnectionError as exc:
+            if loop.time() + delay > deadline:
+                raise
+            log.warning("kafka not reachable, retrying", extra={"what": what, "error": str(exc)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
@@ -81,7 +103,7 @@ class Producer:
         )
 
     async def start(self) -> None:
-        await self._producer.start()
+        await retry_until_up("producer", self._producer.start, self.kafka)
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -210,7 +232,7 @@ class Consumer:
         self.assigned = asyncio.Event()
 
     async def start(self) -> None:
-        await self._consumer.start()
+        await retry_until_up("consumer", self._consumer.start, self.kafka)
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -270,7 +292,7 @@ async def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL_T
     topic with default settings on first use.
     """
     admin = AIOKafkaAdminClient(**client_kwargs(kafka), client_id="riskwatch-admin")
-    await admin.start()
+    await retry_until_up("admin", admin.start, kafka)
     try:
         existing = set(await admin.list_topics())
         missing = [

@@ -45,6 +45,9 @@ class KafkaSettings(BaseSettings):
     )
     session_timeout_ms: int = Field(default=6000, ge=6000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    connect_timeout_s: float = Field(
+        default=60.0, gt=0, description="How long startup waits for the cluster to answer."
+    )
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

@@ -1,0 +1,81 @@
+# riskwatch — the front door. `make help` lists the targets.
+#
+# Everything runs through uv in a project-local .venv; `make` installs uv first when the
+# machine does not have it (a fresh machine needs only Python and make).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+RUN := $(UV) run --frozen
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m pip install --user --quiet uv
+
+.venv/.synced: $(UV) uv.lock pyproject.toml $(wildcard */*/pyproject.toml) tools/cli/pyproject.toml
+	$(UV) sync --frozen --all-packages
+	@touch $@
+
+.PHONY: install
+install: .venv/.synced ## install Python and all workspace members into .venv
+
+.PHONY: lint
+lint: install ## ruff lint and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+.PHONY: fmt
+fmt: install ## format and auto-fix
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+.PHONY: typecheck
+typecheck: install ## mypy (strict) over libs, services and tools
+	$(RUN) mypy libs/common/src tools/cli $(foreach s,ingestor risk_processor ai_analyst notifier bybit_sim,services/$(s)/$(s))
+
+.PHONY: unit
+unit: install ## tests that need no broker
+	$(RUN) pytest -m "not integration" $(PYTEST_ARGS)
+
+.PHONY: test
+test: install kcat lint typecheck ## everything CI runs: lint, types, unit and integration tests
+	$(RUN) pytest $(PYTEST_ARGS)
+
+.PHONY: kcat
+kcat: ## install kcat (a Kafka client nobody here wrote) when the machine allows it
+	@bash scripts/ensure-kcat.sh
+
+.PHONY: schemas
+schemas: install ## regenerate the JSON Schemas of every event into schemas/
+	$(RUN) riskwatch schemas
+
+.PHONY: broker
+broker: install ## run the embedded Kafka-protocol broker on 127.0.0.1:9092 (Ctrl-C stops)
+	$(RUN) riskwatch broker
+
+.PHONY: demo
+demo: install ## run the whole product on the simulator; DEMO_SECONDS=N stops after N s
+	$(RUN) riskwatch demo
+
+.PHONY: bench-ingest
+bench-ingest: install ## ingestor throughput and latency on a fresh embedded broker
+	$(RUN) python -m ingestor.bench
+
+.PHONY: bench-risk
+bench-risk: install ## risk processor throughput and latency on a fresh embedded broker
+	$(RUN) python -m risk_processor.bench
+
+.PHONY: k8s
+k8s: ## render the Kubernetes overlays
+	kubectl kustomize deploy/k8s/overlays/dev
+	kubectl kustomize deploy/k8s/overlays/prod
+
+.PHONY: clean
+clean: ## remove caches and demo state
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache
