@@ -105,3 +105,9 @@ def test_every_data_topic_has_a_registered_dead_letter_topic() -> None:
     names = [t.name for t in topics.ALL_TOPICS]
     assert len(names) == len(set(names))
     assert all(n.endswith(".v1") for n in names)
+
+
+def test_subscriber_guide_documents_every_registered_topic() -> None:
+    guide = (REPO / "docs" / "topics.md").read_text()
+    for spec in topics.DATA_TOPICS:
+        assert f"`{spec.name}`" in guide, spec.name
