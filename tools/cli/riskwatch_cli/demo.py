@@ -71,7 +71,7 @@ class AlertFollower:
             for raw in chunk[:end].splitlines():
                 doc = orjson.loads(raw)
                 self.lines.append(doc)
-                if doc.get("transition"):
+                if doc.get("kind") == "alert":
                     print(
                         f"\n>>> ALERT {doc.get('transition')} {doc.get('severity')} "
                         f"{doc.get('account')} {doc.get('rule')}: {doc.get('reason')}\n",
@@ -95,7 +95,7 @@ def trace(alerts: list[dict[str, Any]], frames_log: Path) -> dict[str, Any] | No
     """The first delivered alert whose correlation id is a simulator frame id, with it."""
     frames = _frames_by_id(frames_log)
     for doc in alerts:
-        if doc.get("transition") and doc.get("correlation_id") in frames:
+        if doc.get("kind") == "alert" and doc.get("correlation_id") in frames:
             return {"alert": doc, "frame": frames[doc["correlation_id"]]}
     return None
 
@@ -145,7 +145,7 @@ def run_demo() -> int:
         follower.stop()
         broker.stop()
 
-    delivered = [d for d in follower.lines if d.get("transition")]
+    delivered = [d for d in follower.lines if d.get("kind") == "alert"]
     print(
         f"\ndemo stopped after {time.monotonic() - started:.0f}s; "
         f"{len(delivered)} alert notifications delivered",

@@ -305,6 +305,11 @@ class RiskAlertChanged(Event):
 
     ``alert_id`` is stable per (account, rule, subject); ``event_id`` is unique per
     transition, so a redelivered transition is recognised and a new one is not.
+
+    ``numbers`` holds what the rule computed. Keys readers rely on when present: ``value``
+    (the measured quantity), ``threshold`` (the limit crossed), ``reduce_by_usd`` (position
+    value to remove to clear the condition), ``add_margin_usd`` (margin to add instead),
+    ``headroom_usd`` (room left before the next limit).
     """
 
     event_type: Literal["RiskAlertChanged"] = "RiskAlertChanged"
@@ -330,6 +335,8 @@ class AnalysisCompleted(Event):
     alert_event_id: str
     account: str
     rule: str
+    subject: str | None = None
+    transition: AlertTransition | None = None
     severity: Severity
     mode: AnalysisMode
     model: str | None = None

@@ -101,6 +101,8 @@ class Producer:
             max_batch_size=256 * 1024,
             request_timeout_ms=30_000,
         )
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._failures: list[BaseException] = []
 
     async def start(self) -> None:
         await retry_until_up("producer", self._producer.start, self.kafka)
@@ -122,14 +124,30 @@ class Producer:
     async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = await self._producer.send(topic, value=value, key=key)
         self._metrics.produced.labels(topic).inc()
+        self._inflight.add(fut)
+        fut.add_done_callback(self._settled)
         return fut
+
+    def _settled(self, fut: asyncio.Future[Any]) -> None:
+        self._inflight.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            self._failures.append(fut.exception())  # type: ignore[arg-type]
 
     async def send_and_wait(self, spec: TopicSpec, key: str, event: BaseModel) -> None:
         await (await self.send(spec, key, event))
 
     async def flush(self) -> None:
-        """Wait until every queued record is acknowledged."""
+        """Wait until every queued record is acknowledged; raise if any send failed.
+
+        Raising here is what stops a consumer from committing offsets whose outputs were
+        lost: the records are then redelivered and produced again.
+        """
         await self._producer.flush()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight))
+        if self._failures:
+            first, self._failures = self._failures[0], []
+            raise first
 
     async def dead_letter(
         self,

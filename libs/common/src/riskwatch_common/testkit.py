@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from html.parser import HTMLParser
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -78,3 +79,47 @@ async def read_topic(
         return out
     finally:
         await consumer.stop()
+
+
+_TELEGRAM_TAGS = {"b", "i", "code"}
+
+
+class _Checker(HTMLParser):
+    """Checks what Telegram checks: known tags, full nesting, no raw < or & in text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.stack: list[str] = []
+        self.problems: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[Any]) -> None:
+        if tag not in _TELEGRAM_TAGS or attrs:
+            self.problems.append(f"tag {tag}")
+        if "code" in self.stack:
+            self.problems.append("tag inside code")
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack.pop() != tag:
+            self.problems.append(f"unbalanced {tag}")
+
+    def handle_data(self, data: str) -> None:
+        if "<" in data or ">" in data:
+            self.problems.append(f"raw bracket in {data!r}")
+
+    def handle_entityref(self, name: str) -> None:
+        if name not in ("lt", "gt", "amp", "quot"):
+            self.problems.append(f"entity {name}")
+
+
+def assert_valid_telegram_html(text: str) -> None:
+    """Fail unless ``text`` is HTML Telegram accepts (known tags, nested, escaped)."""
+    checker = _Checker()
+    checker.feed(text)
+    checker.close()
+    assert not checker.problems, (checker.problems, text)
+    assert not checker.stack, text
+    # every & starts an entity Telegram knows
+    for i, ch in enumerate(text):
+        if ch == "&":
+            assert text[i:].startswith(("&lt;", "&gt;", "&amp;", "&quot;")), text

@@ -1,0 +1,244 @@
+"""Fan-out to channels: dedup, one queue and worker per channel, rate limit, retries.
+
+Each channel has a bounded queue and one worker that sends in order, at most one message
+per ``min_interval_seconds`` (Telegram and Slack allow about 1/s per chat/webhook). A
+retryable attempt waits the server's ``retry_after`` (up to a cap; a longer wait fails the
+delivery) or a capped exponential backoff with jitter, up to ``max_attempts``. A delivered
+(channel, event id) is recorded in the delivery log before it counts, so it is never sent
+again; channels are independent, so a slow Telegram never delays the file or console line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from notifier import metrics
+from notifier.channels import Attempt, Channel, Result
+from notifier.dedup import DeliveryLog
+from notifier.messages import Notification
+from riskwatch_common.clock import Clock, utc_now
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_seconds: float = 1.0
+    max_seconds: float = 30.0
+    max_retry_after_seconds: float = 60.0
+
+    def backoff(self, retry_number: int, rng: random.Random) -> float:
+        ceiling = min(self.base_seconds * 2.0 ** (retry_number - 1), self.max_seconds)
+        return ceiling * (1 - 0.25 * rng.random())
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    channel: str
+    notification: Notification
+    delivered: bool
+    attempts: int
+    error: str = ""
+
+
+@dataclass(slots=True)
+class _Job:
+    notification: Notification
+    future: asyncio.Future[Outcome]
+    queued_at: float
+
+
+class ChannelWorker:
+    """Sends one channel's notifications in order with rate limiting and retries."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        policy: RetryPolicy,
+        on_delivered: Callable[[str, Notification], None],
+        queue_size: int = 1000,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.channel = channel
+        self.name = channel.name
+        self.policy = policy
+        self._on_delivered = on_delivered
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._rng = rng or random.Random()
+        self._last_send: float | None = None
+
+    async def submit(self, notification: Notification) -> asyncio.Future[Outcome]:
+        """Queue a notification (waits while the queue is full); the future is its outcome."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(notification, future, self._monotonic()))
+        metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
+        return future
+
+    async def run(self) -> None:
+        while True:
+            job = await self._queue.get()
+            metrics.QUEUE_DEPTH.labels(self.name).set(self._queue.qsize())
+            try:
+                outcome = await self._deliver(job.notification)
+            except asyncio.CancelledError:
+                job.future.cancel()
+                raise
+            except Exception as exc:  # a bug in a channel must not stop the others
+                log.error(
+                    "channel send crashed",
+                    extra={"channel": self.name, "error_type": type(exc).__name__},
+                )
+                outcome = Outcome(
+                    self.name, job.notification, False, 1, f"internal error ({type(exc).__name__})"
+                )
+            metrics.DELIVERY_SECONDS.labels(self.name).observe(self._monotonic() - job.queued_at)
+            if not job.future.done():
+                job.future.set_result(outcome)
+
+    async def _pace(self) -> None:
+        interval = self.channel.min_interval_seconds
+        if interval > 0 and self._last_send is not None:
+            wait = self._last_send + interval - self._monotonic()
+            if wait > 0:
+                await self._sleep(wait)
+        self._last_send = self._monotonic()
+
+    async def _deliver(self, n: Notification) -> Outcome:
+        kind = n.kind.value
+        attempt: Attempt | None = None
+        number = 0
+        for number in range(1, self.policy.max_attempts + 1):
+            await self._pace()
+            attempt = await self.channel.send(n)
+            metrics.SEND_ATTEMPTS.labels(self.name, attempt.detail).inc()
+            if attempt.result == Result.DELIVERED:
+                self._on_delivered(self.name, n)
+                metrics.NOTIFICATIONS.labels(self.name, kind, "delivered").inc()
+                return Outcome(self.name, n, True, number)
+            if attempt.result == Result.FAILED or number == self.policy.max_attempts:
+                break
+            retry_after = attempt.retry_after
+            if retry_after is not None:
+                if retry_after > self.policy.max_retry_after_seconds:
+                    attempt = Attempt(
+                        Result.FAILED,
+                        attempt.detail,
+                        f"{attempt.error} (asked to wait {retry_after:g} s, over the "
+                        f"{self.policy.max_retry_after_seconds:g} s cap)",
+                    )
+                    break
+                delay = retry_after
+            else:
+                delay = self.policy.backoff(number, self._rng)
+            log.warning(
+                "send failed, retrying",
+                extra={
+                    "channel": self.name,
+                    "event_id": n.source_event_id,
+                    "problem": attempt.error,
+                    "attempt": number,
+                    "delay_s": round(delay, 3),
+                },
+            )
+            await self._sleep(delay)
+        assert attempt is not None
+        metrics.NOTIFICATIONS.labels(self.name, kind, "failed").inc()
+        log.error(
+            "notification not delivered",
+            extra={
+                "channel": self.name,
+                "event_id": n.source_event_id,
+                "alert_id": n.alert_id,
+                "correlation_id": n.correlation_id,
+                "problem": attempt.error,
+                "attempts": number,
+            },
+        )
+        return Outcome(self.name, n, False, number, attempt.error)
+
+
+class Dispatcher:
+    """Sends a notification to every channel it has not yet been delivered to."""
+
+    def __init__(
+        self,
+        channels: list[Channel],
+        *,
+        delivery_log: DeliveryLog,
+        policy: RetryPolicy | None = None,
+        queue_size: int = 1000,
+        clock: Clock = utc_now,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.delivery_log = delivery_log
+        self._clock = clock
+        self.workers = [
+            ChannelWorker(
+                c,
+                policy=policy or RetryPolicy(),
+                on_delivered=self._record,
+                queue_size=queue_size,
+                sleep=sleep,
+                monotonic=monotonic,
+                rng=rng,
+            )
+            for c in channels
+        ]
+        self._in_flight: set[tuple[str, str]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def channel_names(self) -> list[str]:
+        return [w.name for w in self.workers]
+
+    def start(self) -> list[asyncio.Task[None]]:
+        self._tasks = [
+            asyncio.create_task(w.run(), name=f"notifier-{w.name}") for w in self.workers
+        ]
+        return self._tasks
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for worker in self.workers:
+            await worker.channel.close()
+
+    def _record(self, channel: str, n: Notification) -> None:
+        self.delivery_log.record(channel, n.source_event_id, self._clock())
+
+    def _done_callback(self, key: tuple[str, str]) -> Callable[[asyncio.Future[Outcome]], None]:
+        def done(_: asyncio.Future[Outcome]) -> None:
+            self._in_flight.discard(key)
+
+        return done
+
+    async def dispatch(self, n: Notification) -> list[asyncio.Future[Outcome]]:
+        """Queue ``n`` on each channel that has not had it; duplicates are skipped."""
+        futures = []
+        for worker in self.workers:
+            key = (worker.name, n.source_event_id)
+            if key in self._in_flight or self.delivery_log.delivered(*key):
+                metrics.NOTIFICATIONS.labels(worker.name, n.kind.value, "duplicate").inc()
+                continue
+            self._in_flight.add(key)
+            future = await worker.submit(n)
+            future.add_done_callback(self._done_callback(key))
+            futures.append(future)
+        return futures

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the notifier (prefix ``notifier_``); labels never hold secrets."""
+
+from __future__ import annotations
+
+from riskwatch_common import metrics
+
+NOTIFICATIONS = metrics.counter(
+    "notifier_notifications_total",
+    "Notifications by channel, kind and outcome (delivered, failed, duplicate)",
+    ["channel", "kind", "outcome"],
+)
+SEND_ATTEMPTS = metrics.counter(
+    "notifier_send_attempts_total",
+    "Single send attempts by channel and result (ok, rate_limited, server_error, ...)",
+    ["channel", "result"],
+)
+DELIVERY_SECONDS = metrics.histogram(
+    "notifier_delivery_seconds",
+    "From receiving the event to the channel's final outcome",
+    ["channel"],
+    buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+QUEUE_DEPTH = metrics.gauge(
+    "notifier_queue_depth", "Notifications waiting for a channel", ["channel"]
+)
+CHANNEL_ENABLED = metrics.gauge(
+    "notifier_channel_enabled", "1 when the channel is configured and on", ["channel"]
+)

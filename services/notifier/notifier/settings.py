@@ -1,0 +1,69 @@
+"""Notifier settings (env prefix ``NOTIFIER_``).
+
+Telegram and Slack are configured but off until their credentials are set; console and
+file are always on (the file channel turns off with an empty ``NOTIFIER_ALERTS_FILE``).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from riskwatch_common.settings import ServiceSettings
+
+SERVICE = "notifier"
+
+
+class NotifierSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NOTIFIER_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    http_port: int = Field(default=8084, ge=0, le=65535)
+    group_id: str = Field(default="notifier", description="Kafka consumer group.")
+
+    console_enabled: bool = True
+    alerts_file: str = Field(
+        default="var/alerts.jsonl", description="JSON lines of every notification; '' = off."
+    )
+    delivery_log: str = Field(
+        default="var/notifier-delivered.jsonl",
+        description="(channel, event id) of every delivery, read at startup so a record "
+        "redelivered after a restart is not sent again; '' = in memory only.",
+    )
+    dedup_capacity: int = Field(default=100_000, ge=100)
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_chat_id: str | None = None
+    telegram_api_base: str = Field(default="https://api.telegram.org", min_length=1)
+    telegram_min_interval_seconds: float = Field(
+        default=1.0, ge=0, description="Telegram allows about 1 message/s per chat."
+    )
+    slack_webhook_url: SecretStr | None = None
+    slack_min_interval_seconds: float = Field(
+        default=1.0, ge=0, description="Slack allows about 1 message/s per webhook."
+    )
+
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    retry_base_seconds: float = Field(default=1.0, gt=0)
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+    max_retry_after_seconds: float = Field(
+        default=60.0, gt=0, description="A longer rate-limit wait fails the delivery instead."
+    )
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    queue_size: int = Field(default=256, ge=1, description="Pending sends per channel.")
+    max_batch_records: int = Field(default=200, ge=1)
+
+    @field_validator("telegram_bot_token", "slack_webhook_url", mode="before")
+    @classmethod
+    def _blank_secret_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("telegram_chat_id", mode="before")
+    @classmethod
+    def _blank_chat_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value

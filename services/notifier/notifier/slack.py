@@ -1,0 +1,66 @@
+"""Slack incoming-webhook adapter (streaming doc §6).
+
+Only HTTP 200 with body ``ok`` is success. 429 waits ``Retry-After``; 5xx is retried; other
+statuses (400 invalid_payload, 403 action_prohibited, 404 channel_not_found, 410
+channel_is_archived, ...) are final. The webhook URL is the secret: it is never logged or
+put into an error, and aiohttp exception text (which may contain it) is never used.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import orjson
+
+from notifier.channels import Attempt, Result
+from notifier.messages import Notification
+
+MAX_RETRY_AFTER_HEADER = 3600.0
+
+
+class SlackChannel:
+    name = "slack"
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        webhook_url: str,
+        min_interval_seconds: float = 1.0,
+    ) -> None:
+        self._session = session
+        self._url = webhook_url
+        self.min_interval_seconds = min_interval_seconds
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._url, "***")
+
+    async def send(self, notification: Notification) -> Attempt:
+        body = orjson.dumps({"text": notification.slack, "unfurl_links": False})
+        try:
+            async with self._session.post(
+                self._url, data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
+                status = resp.status
+                text = (await resp.text(errors="replace")).strip()
+                retry_after = resp.headers.get("Retry-After")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            kind = "timeout" if isinstance(exc, TimeoutError) else "network_error"
+            return Attempt(Result.RETRY, kind, f"slack {kind} ({type(exc).__name__})")
+        error = f"slack HTTP {status}" + (f": {self._scrub(text[:100])}" if text else "")
+        if status == 200 and text == "ok":
+            return Attempt(Result.DELIVERED)
+        if status == 429:
+            wait: float | None = None
+            try:
+                wait = float(retry_after) if retry_after else None
+            except ValueError:
+                wait = None
+            if wait is not None and not 0 <= wait <= MAX_RETRY_AFTER_HEADER:
+                wait = None
+            return Attempt(Result.RETRY, "rate_limited", error, retry_after=wait)
+        if status >= 500:
+            return Attempt(Result.RETRY, "server_error", error)
+        return Attempt(Result.FAILED, "client_error", error)
+
+    async def close(self) -> None:
+        return None

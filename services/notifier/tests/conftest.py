@@ -1,0 +1,392 @@
+"""Fake Telegram Bot API and Slack webhook servers on loopback, plus event builders."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from notifier.app import build_channels
+from notifier.dedup import DeliveryLog
+from notifier.delivery import Dispatcher, RetryPolicy
+from notifier.settings import NotifierSettings
+from riskwatch_common.contracts import (
+    AlertTransition,
+    AnalysisCompleted,
+    AnalysisMode,
+    RiskAlertChanged,
+    RiskLevel,
+    Severity,
+    derived_event_id,
+    new_event_id,
+)
+from riskwatch_common.settings import KafkaSettings
+
+TOKEN = "7012345678:AAF3kq9ZrXw_fakeButRealLooking-Token42"
+CHAT_ID = "-1001234567890"
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Any = None  # dict -> JSON, str -> text
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False
+
+
+class _TelegramHtml(HTMLParser):
+    """Telegram's parse check, as far as our messages go: known tags, escaped text."""
+
+    TAGS = frozenset({"b", "strong", "i", "em", "u", "s", "code", "pre", "a", "blockquote"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.stack: list[str] = []
+        self.bad = False
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        self.bad |= tag not in self.TAGS
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        self.bad |= not self.stack or self.stack.pop() != tag
+
+    def handle_data(self, data: str) -> None:
+        self.bad |= "<" in data or ">" in data
+
+    def handle_entityref(self, name: str) -> None:
+        self.bad |= name not in ("lt", "gt", "amp", "quot")
+
+
+def telegram_accepts(text: str) -> bool:
+    parser = _TelegramHtml()
+    parser.feed(text)
+    parser.close()
+    if parser.bad or parser.stack:
+        return False
+    return all(
+        text[i:].startswith(("&lt;", "&gt;", "&amp;", "&quot;", "&#"))
+        for i, ch in enumerate(text)
+        if ch == "&"
+    )
+
+
+class _FakeServer:
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self._release = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.add_routes(self.routes())
+        # no access log: it would print request paths, which hold the token
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        self._release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _respond(self, reply: Reply) -> web.Response:
+        if reply.hang:
+            await self._release.wait()
+        if isinstance(reply.body, str):
+            return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
+        return web.Response(
+            status=reply.status,
+            body=orjson.dumps(reply.body),
+            headers=reply.headers,
+            content_type="application/json",
+        )
+
+    def hang(self) -> None:
+        self.replies.append(Reply(hang=True))
+
+
+class FakeTelegram(_FakeServer):
+    def __init__(self, token: str = TOKEN) -> None:
+        super().__init__()
+        self.token = token
+        self.messages: list[dict[str, Any]] = []  # accepted sendMessage payloads
+        self.requests = 0
+        self._next_id = 100
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/bot{token}/sendMessage", self._send)]
+
+    async def _send(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        payload = await request.json()
+        if request.match_info["token"] != self.token:
+            return await self._respond(
+                Reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+            )
+        if self.replies:
+            return await self._respond(self.replies.popleft())
+        if payload.get("parse_mode") == "HTML" and not telegram_accepts(payload["text"]):
+            return await self._respond(
+                self.error(400, "Bad Request: can't parse entities: unsupported start tag")
+            )
+        self._next_id += 1
+        self.messages.append(payload)
+        return await self._respond(
+            Reply(200, {"ok": True, "result": {"message_id": self._next_id, "text": "..."}})
+        )
+
+    @staticmethod
+    def error(status: int, description: str, parameters: dict[str, Any] | None = None) -> Reply:
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+        if parameters is not None:
+            body["parameters"] = parameters
+        return Reply(status, body)
+
+    def fail(self, status: int, description: str, parameters: dict[str, Any] | None = None) -> None:
+        self.replies.append(self.error(status, description, parameters))
+
+
+class FakeSlack(_FakeServer):
+    PATH = "/services/T0ABCDEF1/B0ABCDEF2/q7Xw9kLmN2pR4sT6vY8zA1bC"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[dict[str, Any]] = []
+        self.requests = 0
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.PATH}"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(self.PATH, self._post)]
+
+    async def _post(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        payload = await request.json()
+        if self.replies:
+            return await self._respond(self.replies.popleft())
+        self.messages.append(payload)
+        return web.Response(status=200, text="ok")
+
+    def fail(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
+        self.replies.append(Reply(status, text, headers or {}))
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    fake = FakeTelegram()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+class FakeTime:
+    """Monotonic time that a sleep advances at once; records every wait asked for."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+def settings_for(
+    tmp_path: Path,
+    *,
+    telegram: FakeTelegram | None = None,
+    slack: FakeSlack | None = None,
+    kafka: KafkaSettings | None = None,
+    **overrides: Any,
+) -> NotifierSettings:
+    values: dict[str, Any] = {
+        "kafka": kafka or KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        "http_port": 0,
+        "alerts_file": str(tmp_path / "alerts.jsonl"),
+        "delivery_log": str(tmp_path / "delivered.jsonl"),
+        "telegram_bot_token": SecretStr(telegram.token) if telegram else None,
+        "telegram_chat_id": CHAT_ID if telegram else None,
+        "telegram_api_base": telegram.base if telegram else "https://api.telegram.org",
+        "slack_webhook_url": SecretStr(slack.webhook_url) if slack else None,
+        "request_timeout_seconds": 2,
+        "max_attempts": 3,
+    }
+    values.update(overrides)
+    return NotifierSettings(**values)
+
+
+class Stack:
+    """Channels + dispatcher as the app builds them, without Kafka."""
+
+    def __init__(self, settings: NotifierSettings, fake_time: FakeTime) -> None:
+        self.settings = settings
+        self.stdout = io.StringIO()
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
+        )
+        self.delivery_log = DeliveryLog(settings.delivery_log, capacity=settings.dedup_capacity)
+        self.dispatcher = Dispatcher(
+            build_channels(settings, self.session, stdout=self.stdout),
+            delivery_log=self.delivery_log,
+            policy=RetryPolicy(
+                max_attempts=settings.max_attempts,
+                base_seconds=settings.retry_base_seconds,
+                max_seconds=settings.retry_max_seconds,
+                max_retry_after_seconds=settings.max_retry_after_seconds,
+            ),
+            sleep=fake_time.sleep,
+            monotonic=fake_time.monotonic,
+        )
+
+    async def start(self) -> Stack:
+        self.delivery_log.open()
+        self.dispatcher.start()
+        return self
+
+    async def send(self, notification: Any) -> dict[str, Any]:
+        """Dispatch and wait; returns the outcomes by channel."""
+        futures = await self.dispatcher.dispatch(notification)
+        return {o.channel: o for o in await asyncio.gather(*futures)}
+
+    async def close(self) -> None:
+        await self.dispatcher.stop()
+        await self.session.close()
+        self.delivery_log.close()
+
+
+@pytest.fixture
+async def make_stack(fake_time: FakeTime) -> AsyncIterator[Any]:
+    stacks: list[Stack] = []
+
+    async def _make(settings: NotifierSettings) -> Stack:
+        stack = await Stack(settings, fake_time).start()
+        stacks.append(stack)
+        return stack
+
+    yield _make
+    for stack in stacks:
+        await stack.close()
+
+
+@pytest.fixture(name="settings_for")
+def settings_for_fixture() -> Any:
+    return settings_for
+
+
+def make_alert(
+    *,
+    transition: AlertTransition = AlertTransition.RAISED,
+    severity: Severity = Severity.HIGH,
+    account: str = "main",
+    rule: str = "net_exposure_usd",
+    subject: str = "BTCUSDT",
+    reason: str = "net exposure 12,500 USD above the 10,000 limit",
+    numbers: dict[str, Decimal] | None = None,
+    event_id: str | None = None,
+) -> RiskAlertChanged:
+    return RiskAlertChanged(
+        event_id=event_id or new_event_id(),
+        occurred_at=NOW,
+        produced_at=NOW,
+        source="risk-processor/0",
+        correlation_id="corr-7f3a",
+        alert_id=f"{account}:{rule}:{subject}",
+        transition=transition,
+        account=account,
+        rule=rule,
+        subject=subject,
+        severity=severity,
+        risk_level=RiskLevel.HIGH,
+        reason=reason,
+        numbers=numbers
+        if numbers is not None
+        else {"net_exposure_usd": Decimal("12500"), "threshold_usd": Decimal("10000")},
+    )
+
+
+def make_analysis(
+    alert: RiskAlertChanged, text_html: str = "<b>Reduce BTCUSDT</b> by 2,500 USD"
+) -> AnalysisCompleted:
+    return AnalysisCompleted(
+        event_id=derived_event_id("analysis", alert.event_id),
+        occurred_at=NOW,
+        produced_at=NOW,
+        source="ai-analyst/0",
+        correlation_id=alert.correlation_id,
+        alert_id=alert.alert_id,
+        alert_event_id=alert.event_id,
+        account=alert.account,
+        rule=alert.rule,
+        severity=alert.severity,
+        mode=AnalysisMode.LLM,
+        model="gpt-4.1",
+        text_html=text_html,
+        hedging_ideas=("Short 0.1 BTCUSDT perp", "Buy a put"),
+        prompt_tokens=900,
+        completion_tokens=120,
+        cost_usd=Decimal("0.00276"),
+    )
+
+
+@pytest.fixture(name="make_alert")
+def make_alert_fixture() -> Any:
+    return make_alert
+
+
+@pytest.fixture(name="make_analysis")
+def make_analysis_fixture() -> Any:
+    return make_analysis
+
+
+@pytest.fixture(name="telegram_accepts")
+def telegram_accepts_fixture() -> Any:
+    """Whether the fake Telegram would parse a text sent with parse_mode=HTML."""
+    return telegram_accepts
