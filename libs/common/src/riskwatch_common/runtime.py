@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from riskwatch_common.logs import configure_logging
-from riskwatch_common.settings import ConfigError, ServiceSettings, load_settings
+from riskwatch_common.settings import BaseServiceSettings, ConfigError, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     )
 
 
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=BaseServiceSettings)
 
 
 async def _run_until_signal(main: Awaitable[None]) -> None:

@@ -54,8 +54,8 @@ class KafkaSettings(BaseSettings):
     sasl_password: SecretStr | None = None
 
 
-class ServiceSettings(BaseSettings):
-    """Fields every service has; each service subclasses with its own ``env_prefix``."""
+class BaseServiceSettings(BaseSettings):
+    """Fields every process has; subclass with your own ``env_prefix``."""
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
@@ -68,6 +68,11 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("LOG_FORMAT"),
         description="json in production, console for people",
     )
+
+
+class ServiceSettings(BaseServiceSettings):
+    """A service that talks to Kafka (env ``KAFKA_*``)."""
+
     kafka: KafkaSettings = Field(default_factory=lambda: KafkaSettings())
 
 
