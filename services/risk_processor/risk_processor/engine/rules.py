@@ -1,0 +1,813 @@
+"""Alert rules: pure functions from exposure to alert candidates.
+
+A rule returns a candidate while its condition holds and nothing otherwise; the alert
+lifecycle (``alerts``) turns candidates into raised / escalated / resolved transitions.
+
+Hysteresis, part 1 (part 2 is in ``alerts``): a rule whose alert is already active
+(its ``(rule, subject)`` is in ``active``) keeps firing until the value is back past the
+threshold by ``Thresholds.clear_margin`` of the threshold (5 % by default). With a 10 %
+liquidation-distance warning, an active alert clears only above 10.5 %; a new one is
+raised at 10 %.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
+from typing import Final
+
+from risk_processor.engine.exposure import AccountExposure, PortfolioExposure, PositionExposure
+from risk_processor.engine.margin import maintenance_margin
+from risk_processor.engine.types import (
+    HEDGE,
+    HUNDRED,
+    ONE,
+    ZERO,
+    Position,
+    Severity,
+    Tier,
+    slot_setter,
+)
+
+ACCOUNT_SUBJECT = "account"
+PORTFOLIO = "portfolio"
+
+
+class Rule:
+    """Rule names, the ``rule`` of an alert.
+
+    Plain strings rather than an enum: they are read for every rule on every event, and an
+    enum member lookup costs about 0.1 µs on Python 3.11.
+    """
+
+    TIER_MOVED_UP: Final = "tier_moved_up"
+    TIER_CAP_PROXIMITY: Final = "tier_cap_proximity"
+    ORDER_BLOCKED: Final = "order_blocked_by_leverage"
+    LIQUIDATION_DISTANCE: Final = "liquidation_distance"
+    ACCOUNT_MM_RATE: Final = "account_mm_rate"
+    NET_EXPOSURE_USD: Final = "net_exposure_usd"
+    NET_EXPOSURE_SHARE: Final = "net_exposure_share"
+    DIRECTION_BIAS: Final = "direction_bias"
+    CORRELATION_RISK: Final = "correlation_risk"
+    UNREALIZED_LOSS: Final = "unrealized_loss"
+    BYBIT_REDUCE_ONLY: Final = "bybit_reduce_only"
+    BYBIT_SYSTEM_ADJUSTMENT: Final = "bybit_system_adjustment"
+    PLATFORM_RISK_CHANGE: Final = "platform_risk_change"
+
+
+@dataclass(slots=True, frozen=True)
+class AlertCandidate:
+    """A rule's finding for one (account, rule, subject).
+
+    ``value`` is the measured figure and ``threshold`` the limit it crossed, in the rule's
+    own units (USD, fraction, percent for liquidation distance). ``numbers`` carries the
+    figures a message or the AI commentary needs; ``reason`` the text.
+    """
+
+    account: str
+    rule: str
+    subject: str
+    severity: Severity
+    value: Decimal
+    threshold: Decimal
+    reason_template: str
+    numbers: dict[str, Decimal] = field(default_factory=dict, hash=False)
+    reason_args: tuple[object, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """The reason text: ``reason_template.format(*reason_args)``, or the template as is.
+
+        Formatting waits until the text is read because most evaluations only confirm an
+        alert that is already open, whose state keeps the text of its last change.
+        """
+        args = self.reason_args
+        return self.reason_template.format(*args) if args else self.reason_template
+
+
+def _lowered(threshold: Decimal, margin: Decimal) -> Decimal:
+    """Clear level of a rule that fires above ``threshold``."""
+    return threshold - abs(threshold) * margin
+
+
+def _raised(threshold: Decimal, margin: Decimal) -> Decimal:
+    """Clear level of a rule that fires below ``threshold``."""
+    return threshold + abs(threshold) * margin
+
+
+@dataclass(slots=True, frozen=True)
+class ClearLevels:
+    """Where an active alert clears: each threshold moved by ``clear_margin`` (relative)
+    toward the safe side. ``cap_floor`` is the clear level of ``1 − tier_cap_proximity``."""
+
+    mm_rate_high: Decimal
+    mm_rate_warning: Decimal
+    net_exposure_usd: Decimal
+    net_share_high: Decimal
+    net_share_warning: Decimal
+    buy_share_high: Decimal
+    buy_share_low: Decimal
+    same_side_share: Decimal
+    unrealized_loss_usd: Decimal
+    liq_distance_high_pct: Decimal
+    liq_distance_warning_pct: Decimal
+    cap_floor: Decimal
+
+
+@dataclass(slots=True, frozen=True)
+class Thresholds:
+    """Rule thresholds; defaults are the product brief's.
+
+    Shares and rates are fractions; liquidation distances are percent; USD amounts are
+    USD. ``min_positions_for_bias``: direction bias and correlation need at least this
+    many positions (one position is always 100 % on one side). ``clear_margin``: relative
+    hysteresis for clearing an active alert.
+    """
+
+    net_exposure_usd: Decimal = Decimal(10000)
+    unrealized_loss_usd: Decimal = Decimal(-1000)
+    buy_share_high: Decimal = Decimal("0.70")
+    buy_share_low: Decimal = Decimal("0.30")
+    net_share_warning: Decimal = Decimal("0.20")
+    net_share_high: Decimal = Decimal("0.50")
+    same_side_share: Decimal = Decimal("0.60")
+    tier_cap_proximity: Decimal = Decimal("0.10")
+    liq_distance_warning_pct: Decimal = Decimal(10)
+    liq_distance_high_pct: Decimal = Decimal(5)
+    mm_rate_warning: Decimal = Decimal("0.50")
+    mm_rate_high: Decimal = Decimal("0.80")
+    min_positions_for_bias: int = 2
+    clear_margin: Decimal = Decimal("0.05")
+    # Derived once here rather than on every evaluation of an active alert.
+    clear: ClearLevels = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.buy_share_low < self.buy_share_high:
+            problems.append("buy_share_low must be below buy_share_high")
+        if not self.net_share_warning <= self.net_share_high:
+            problems.append("net_share_warning must not exceed net_share_high")
+        if not self.liq_distance_high_pct <= self.liq_distance_warning_pct:
+            problems.append("liq_distance_high_pct must not exceed liq_distance_warning_pct")
+        if not self.mm_rate_warning <= self.mm_rate_high:
+            problems.append("mm_rate_warning must not exceed mm_rate_high")
+        if not ZERO <= self.tier_cap_proximity < ONE:
+            problems.append("tier_cap_proximity must be in [0, 1)")
+        if not ZERO <= self.clear_margin < ONE:
+            problems.append("clear_margin must be in [0, 1)")
+        if self.min_positions_for_bias < 1:
+            problems.append("min_positions_for_bias must be at least 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+        m = self.clear_margin
+        object.__setattr__(
+            self,
+            "clear",
+            ClearLevels(
+                mm_rate_high=_lowered(self.mm_rate_high, m),
+                mm_rate_warning=_lowered(self.mm_rate_warning, m),
+                net_exposure_usd=_lowered(self.net_exposure_usd, m),
+                net_share_high=_lowered(self.net_share_high, m),
+                net_share_warning=_lowered(self.net_share_warning, m),
+                buy_share_high=_lowered(self.buy_share_high, m),
+                buy_share_low=_raised(self.buy_share_low, m),
+                same_side_share=_lowered(self.same_side_share, m),
+                unrealized_loss_usd=_raised(self.unrealized_loss_usd, m),
+                liq_distance_high_pct=_raised(self.liq_distance_high_pct, m),
+                liq_distance_warning_pct=_raised(self.liq_distance_warning_pct, m),
+                cap_floor=_lowered(ONE - self.tier_cap_proximity, m),
+            ),
+        )
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+ThresholdOverrides = Mapping[str, object]
+
+
+def resolve_thresholds(base: Thresholds, *overrides: ThresholdOverrides | None) -> Thresholds:
+    """``base`` with each mapping of overrides applied in turn (later wins).
+
+    Keys are ``Thresholds`` field names; values may be strings or numbers. Raises
+    ``ValueError`` on an unknown key, a value that is not a number, or an inconsistent
+    result.
+    """
+    kinds = {f.name: type(getattr(base, f.name)) for f in fields(Thresholds) if f.init}
+    changes: dict[str, object] = {}
+    for mapping in overrides:
+        for key, raw in (mapping or {}).items():
+            kind = kinds.get(key)
+            if kind is None:
+                raise ValueError(f"unknown threshold {key!r}")
+            if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+                raise ValueError(f"threshold {key}={raw!r} is not a number")
+            try:
+                value = Decimal(str(raw))
+            except ArithmeticError:
+                raise ValueError(f"threshold {key}={raw!r} is not a number") from None
+            if not value.is_finite():
+                raise ValueError(f"threshold {key}={raw!r} is not finite")
+            if kind is int:
+                if value != value.to_integral_value():
+                    raise ValueError(f"threshold {key}={raw!r} must be a whole number")
+                changes[key] = int(value)
+            else:
+                changes[key] = value
+    return replace(base, **changes)  # type: ignore[arg-type]  # keys checked against fields
+
+
+def threshold_resolver(
+    base: Thresholds,
+    group_overrides: Mapping[str, ThresholdOverrides],
+    account_overrides: Mapping[str, ThresholdOverrides],
+) -> Callable[[str, str | None], Thresholds]:
+    """A function ``(account, group) -> Thresholds``: base, then group, then account overrides.
+
+    Every combination is validated on first use and memoised, so per-event calls are a dict
+    lookup.
+    """
+    cache: dict[tuple[str, str | None], Thresholds] = {}
+
+    def resolve(account: str, group: str | None) -> Thresholds:
+        key = (account, group)
+        found = cache.get(key)
+        if found is None:
+            found = resolve_thresholds(
+                base,
+                group_overrides.get(group) if group is not None else None,
+                account_overrides.get(account),
+            )
+            cache[key] = found
+        return found
+
+    return resolve
+
+
+def position_subject(position: Position) -> str:
+    """Alert subject of a position: the symbol, with the side in hedge mode."""
+    if position.position_idx == 0:
+        return position.symbol
+    return f"{position.symbol}:{'Buy' if position.position_idx == 1 else 'Sell'}"
+
+
+def _usd(x: Decimal) -> str:
+    return f"{x:,.2f}"
+
+
+def _pct(fraction: Decimal) -> str:
+    return f"{fraction * HUNDRED:.1f}%"
+
+
+_EMPTY: frozenset[tuple[str, str]] = frozenset()
+# Enum member lookup costs about 0.1 µs on Python 3.11; these are read on every event.
+_INFO = Severity.INFO
+_WARNING = Severity.WARNING
+_HIGH = Severity.HIGH
+_CRITICAL = Severity.CRITICAL
+
+_c_account = slot_setter(AlertCandidate, "account")
+_c_rule = slot_setter(AlertCandidate, "rule")
+_c_subject = slot_setter(AlertCandidate, "subject")
+_c_severity = slot_setter(AlertCandidate, "severity")
+_c_value = slot_setter(AlertCandidate, "value")
+_c_threshold = slot_setter(AlertCandidate, "threshold")
+_c_reason_template = slot_setter(AlertCandidate, "reason_template")
+_c_reason_args = slot_setter(AlertCandidate, "reason_args")
+_c_numbers = slot_setter(AlertCandidate, "numbers")
+_new = object.__new__
+
+
+def _candidate(
+    account: str,
+    rule: str,
+    subject: str,
+    severity: Severity,
+    *,
+    value: Decimal,
+    threshold: Decimal,
+    reason: str,
+    args: tuple[object, ...] = (),
+    numbers: dict[str, Decimal],
+) -> AlertCandidate:
+    """``AlertCandidate(...)`` minus the frozen ``__init__``'s per-field cost (slot_setter)."""
+    c: AlertCandidate = _new(AlertCandidate)
+    _c_account(c, account)
+    _c_rule(c, rule)
+    _c_subject(c, subject)
+    _c_severity(c, severity)
+    _c_value(c, value)
+    _c_threshold(c, threshold)
+    _c_reason_template(c, reason)
+    _c_numbers(c, numbers)
+    _c_reason_args(c, args)
+    return c
+
+
+def _mm_rate_rule(
+    account: str, e: AccountExposure, t: Thresholds, active: Set[tuple[str, str]]
+) -> AlertCandidate | None:
+    m = e.margin
+    if m is None:
+        return None
+    rate = m.mm_rate
+    if rate is None:
+        return _candidate(
+            account,
+            Rule.ACCOUNT_MM_RATE,
+            ACCOUNT_SUBJECT,
+            _CRITICAL,
+            value=m.margin_balance,
+            threshold=ZERO,
+            reason="margin balance {0:,.2f} USD is not positive: liquidation",
+            args=(m.margin_balance,),
+            numbers={
+                "margin_balance": m.margin_balance,
+                "total_maintenance_margin": m.total_maintenance_margin,
+            },
+        )
+    if m.in_liquidation:
+        severity, limit = _CRITICAL, ONE
+    else:
+        held = bool(active) and (Rule.ACCOUNT_MM_RATE, ACCOUNT_SUBJECT) in active
+        high, warning = t.mm_rate_high, t.mm_rate_warning
+        if held:
+            high, warning = t.clear.mm_rate_high, t.clear.mm_rate_warning
+        if rate >= high:
+            severity, limit = _HIGH, t.mm_rate_high
+        elif rate >= warning:
+            severity, limit = _WARNING, t.mm_rate_warning
+        else:
+            return None
+    return _candidate(
+        account,
+        Rule.ACCOUNT_MM_RATE,
+        ACCOUNT_SUBJECT,
+        severity,
+        value=rate,
+        threshold=limit,
+        reason="account MM rate {0:.1%} (limit {1:.1%}; liquidation at 100%)",
+        args=(rate, limit),
+        numbers={
+            "account_mm_rate": rate,
+            "margin_balance": m.margin_balance,
+            "total_maintenance_margin": m.total_maintenance_margin,
+        },
+    )
+
+
+def _exposure_rules(
+    out: list[AlertCandidate],
+    account: str,
+    subject: str,
+    net: Decimal,
+    net_share: Decimal | None,
+    buy_share: Decimal | None,
+    count: int,
+    upl: Decimal,
+    t: Thresholds,
+    active: Set[tuple[str, str]],
+) -> None:
+    """Rules shared by an account and the portfolio; appends to ``out``."""
+    size = abs(net)
+
+    limit = t.net_exposure_usd
+    if active and (Rule.NET_EXPOSURE_USD, subject) in active:
+        limit = t.clear.net_exposure_usd
+    if size > limit:
+        out.append(
+            _candidate(
+                account,
+                Rule.NET_EXPOSURE_USD,
+                subject,
+                _WARNING,
+                value=size,
+                threshold=t.net_exposure_usd,
+                reason="net exposure {0:,.2f} USD is above {1:,.2f} USD",
+                args=(net, t.net_exposure_usd),
+                numbers={"net": net},
+            )
+        )
+
+    if net_share is not None:
+        share = abs(net_share)
+        high, warning = t.net_share_high, t.net_share_warning
+        if active and (Rule.NET_EXPOSURE_SHARE, subject) in active:
+            high, warning = t.clear.net_share_high, t.clear.net_share_warning
+        if share > warning:
+            severity, crossed = (
+                (_HIGH, t.net_share_high) if share > high else (_WARNING, t.net_share_warning)
+            )
+            out.append(
+                _candidate(
+                    account,
+                    Rule.NET_EXPOSURE_SHARE,
+                    subject,
+                    severity,
+                    value=share,
+                    threshold=crossed,
+                    reason="net exposure is {0:.1%} of equity (limit {1:.1%})",
+                    args=(share, crossed),
+                    numbers={"net": net, "net_share": net_share},
+                )
+            )
+
+    if buy_share is not None and count >= t.min_positions_for_bias:
+        high, low = t.buy_share_high, t.buy_share_low
+        if active and (Rule.DIRECTION_BIAS, subject) in active:
+            high, low = t.clear.buy_share_high, t.clear.buy_share_low
+        if buy_share > high or buy_share < low:
+            out.append(
+                _candidate(
+                    account,
+                    Rule.DIRECTION_BIAS,
+                    subject,
+                    _WARNING,
+                    value=buy_share,
+                    threshold=t.buy_share_high if buy_share > high else t.buy_share_low,
+                    reason="{0:.1%} of {1} positions are on the buy side (outside {2:.1%}–{3:.1%})",
+                    args=(buy_share, count, t.buy_share_low, t.buy_share_high),
+                    numbers={"buy_share": buy_share, "positions": Decimal(count)},
+                )
+            )
+
+        sell_share = ONE - buy_share
+        same = buy_share if buy_share >= sell_share else sell_share
+        limit = t.same_side_share
+        if active and (Rule.CORRELATION_RISK, subject) in active:
+            limit = t.clear.same_side_share
+        if same > limit:
+            side = "buy" if buy_share >= sell_share else "sell"
+            out.append(
+                _candidate(
+                    account,
+                    Rule.CORRELATION_RISK,
+                    subject,
+                    _INFO,
+                    value=same,
+                    threshold=t.same_side_share,
+                    reason="{0:.1%} of {1} positions are on the {2} side: they move together"
+                    " in a market-wide move",
+                    args=(same, count, side),
+                    numbers={"same_side_share": same, "positions": Decimal(count)},
+                )
+            )
+
+    limit = t.unrealized_loss_usd
+    if active and (Rule.UNREALIZED_LOSS, subject) in active:
+        limit = t.clear.unrealized_loss_usd
+    if upl < limit:
+        out.append(
+            _candidate(
+                account,
+                Rule.UNREALIZED_LOSS,
+                subject,
+                _WARNING,
+                value=upl,
+                threshold=t.unrealized_loss_usd,
+                reason="unrealized PnL {0:,.2f} USD is below {1:,.2f} USD",
+                args=(upl, t.unrealized_loss_usd),
+                numbers={"unrealized_pnl": upl},
+            )
+        )
+
+
+def _liquidation_rule(
+    out: list[AlertCandidate],
+    account: str,
+    subject: str,
+    pe: PositionExposure,
+    distance: Decimal,
+    t: Thresholds,
+    active: Set[tuple[str, str]],
+) -> None:
+    high, warning = t.liq_distance_high_pct, t.liq_distance_warning_pct
+    if active and (Rule.LIQUIDATION_DISTANCE, subject) in active:
+        high, warning = t.clear.liq_distance_high_pct, t.clear.liq_distance_warning_pct
+    if distance > warning:
+        return
+    if distance <= ZERO:
+        severity, limit = _CRITICAL, ZERO
+    elif distance <= high:
+        severity, limit = _HIGH, t.liq_distance_high_pct
+    else:
+        severity, limit = _WARNING, t.liq_distance_warning_pct
+    liq = pe.liq_price if pe.liq_price is not None else ZERO
+    out.append(
+        _candidate(
+            account,
+            Rule.LIQUIDATION_DISTANCE,
+            subject,
+            severity,
+            value=distance,
+            threshold=limit,
+            reason="{0} is {1:.2f}% from liquidation (mark {2}, liquidation {3})",
+            args=(subject, distance, pe.mark_price, liq),
+            numbers={
+                "liq_distance_pct": distance,
+                "mark_price": pe.mark_price,
+                "liq_price": liq,
+                "size": pe.position.size,
+            },
+        )
+    )
+
+
+def _bybit_flag_rules(out: list[AlertCandidate], account: str, subject: str, p: Position) -> None:
+    if p.is_reduce_only:
+        out.append(
+            _candidate(
+                account,
+                Rule.BYBIT_REDUCE_ONLY,
+                subject,
+                _HIGH,
+                value=ONE,
+                threshold=ONE,
+                reason=f"Bybit set {subject} to reduce-only after lowering its risk limit:"
+                " reduce size, lower leverage or add margin, then confirm the new MMR",
+                numbers={"size": p.size},
+            )
+        )
+    if p.mmr_sys_updated_at is not None or p.leverage_sys_updated_at is not None:
+        parts = []
+        if p.mmr_sys_updated_at is not None:
+            parts.append(f"MMR at {p.mmr_sys_updated_at.isoformat()}")
+        if p.leverage_sys_updated_at is not None:
+            parts.append(f"leverage at {p.leverage_sys_updated_at.isoformat()}")
+        out.append(
+            _candidate(
+                account,
+                Rule.BYBIT_SYSTEM_ADJUSTMENT,
+                subject,
+                _WARNING,
+                value=ONE,
+                threshold=ONE,
+                reason=f"Bybit will adjust {subject}: {', '.join(parts)}",
+                numbers={},
+            )
+        )
+
+
+def _tier_numbers(pe: PositionExposure, tier: Tier) -> dict[str, Decimal]:
+    numbers = {
+        "effective_value": pe.effective_value,
+        "tier_limit": tier.risk_limit_value,
+        "tier_mmr": tier.mmr,
+        "tier_max_leverage": tier.max_leverage,
+    }
+    if pe.leverage_cap is not None:
+        numbers["leverage_cap"] = pe.leverage_cap
+    if pe.position.leverage is not None:
+        numbers["leverage"] = pe.position.leverage
+    if pe.max_leverage_allowing is not None:
+        numbers["max_leverage_allowing"] = pe.max_leverage_allowing
+    return numbers
+
+
+def _symbol_rules(
+    out: list[AlertCandidate],
+    account: str,
+    pe: PositionExposure,
+    tier: Tier,
+    t: Thresholds,
+    active: Set[tuple[str, str]],
+) -> None:
+    """Tier-cap proximity and blocked orders: figures of the symbol, both hedge sides."""
+    symbol = pe.position.symbol
+    leverage = pe.position.leverage
+    effective = pe.effective_value
+    tier_limit = tier.risk_limit_value
+    cap = pe.leverage_cap
+    # At equal caps the leverage one is what bites: above it orders are rejected outright.
+    leverage_bound = cap is not None and cap <= tier_limit
+    nearest = cap if cap is not None and leverage_bound else tier_limit
+
+    floor = ONE - t.tier_cap_proximity
+    if active and (Rule.TIER_CAP_PROXIMITY, symbol) in active:
+        floor = t.clear.cap_floor
+    if effective >= floor * nearest:
+        utilization = effective / nearest
+        if leverage_bound:
+            reason = (
+                "{0} effective value {1:,.2f} is {2:.1%} of the {3:,} cap of leverage {4}x"
+                " (orders above it are rejected)"
+            )
+            args: tuple[object, ...] = (symbol, effective, utilization, cap, leverage)
+        else:
+            reason = (
+                "{0} effective value {1:,.2f} is {2:.1%} of the {3:,} limit of tier {4}"
+                " (above it the next tier's higher margin applies)"
+            )
+            args = (symbol, effective, utilization, tier_limit, tier.id)
+        numbers = _tier_numbers(pe, tier)
+        numbers["cap_utilization"] = utilization
+        out.append(
+            _candidate(
+                account,
+                Rule.TIER_CAP_PROXIMITY,
+                symbol,
+                _WARNING,
+                value=utilization,
+                threshold=ONE - t.tier_cap_proximity,
+                reason=reason,
+                args=args,
+                numbers=numbers,
+            )
+        )
+
+    # A leverage above every tier's maximum allows nothing at all (cap 0).
+    if (cap is None and leverage) or (cap is not None and effective > cap):
+        limit = cap if cap is not None else ZERO
+        if pe.max_leverage_allowing is not None:
+            remedy = "lower leverage to {4}x or less"
+        else:
+            remedy = "no leverage allows it: cancel orders or reduce size"
+        out.append(
+            _candidate(
+                account,
+                Rule.ORDER_BLOCKED,
+                symbol,
+                _HIGH,
+                value=effective,
+                threshold=limit,
+                reason="{0} positions plus open orders ({1:,.2f}) exceed the {2:,.2f} that"
+                " {3}x allows: Bybit rejects orders that add to it; " + remedy,
+                args=(symbol, effective, limit, leverage, pe.max_leverage_allowing),
+                numbers=_tier_numbers(pe, tier),
+            )
+        )
+
+
+def evaluate_account(
+    exposure: AccountExposure,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    active: Set[tuple[str, str]] = _EMPTY,
+) -> list[AlertCandidate]:
+    """Every rule over one account; ``active`` holds the (rule, subject) of active alerts.
+
+    Account rules (subject ``"account"``): account MM rate (>= warning WARNING, >= high
+    HIGH, in liquidation CRITICAL); |net| > USD limit (WARNING); |net| / equity > warning
+    (WARNING) / high (HIGH); buy share > high or < low (WARNING); same-side share > limit
+    (INFO); UPL < loss limit (WARNING). Position rules (subject ``position_subject``):
+    liquidation distance <= warning (WARNING) / <= high (HIGH) / <= 0 (CRITICAL); Bybit
+    reduce-only (HIGH) and scheduled system adjustments (WARNING). Symbol rules (subject
+    the symbol): effective value >= (1 − proximity) × the nearest cap (WARNING); effective
+    value above the leverage cap, so orders adding to it are rejected (HIGH).
+    """
+    account = exposure.profile.account
+    out: list[AlertCandidate] = []
+    mm = _mm_rate_rule(account, exposure, thresholds, active)
+    if mm is not None:
+        out.append(mm)
+    _exposure_rules(
+        out,
+        account,
+        ACCOUNT_SUBJECT,
+        exposure.net,
+        exposure.net_share,
+        exposure.buy_share,
+        exposure.position_count,
+        exposure.unrealized_pnl,
+        thresholds,
+        active,
+    )
+    # Cheap guards first: a rule's own function runs only when its condition may hold. The
+    # guards use the relaxed (clear) levels, which are never stricter than the raise levels.
+    liq_guard = thresholds.clear.liq_distance_warning_pct
+    cap_guard = thresholds.clear.cap_floor
+    hedge = exposure.profile.position_mode is HEDGE
+    symbols_done: set[str] = set()
+    for pe in exposure.positions:
+        p = pe.position
+        distance = pe.liq_distance_pct
+        near_liquidation = distance is not None and distance <= liq_guard
+        flagged = (
+            p.is_reduce_only
+            or p.mmr_sys_updated_at is not None
+            or p.leverage_sys_updated_at is not None
+        )
+        if near_liquidation or flagged:
+            subject = position_subject(p)
+            if distance is not None and near_liquidation:
+                _liquidation_rule(out, account, subject, pe, distance, thresholds, active)
+            if flagged:
+                _bybit_flag_rules(out, account, subject, p)
+        tier = pe.tier
+        if tier is None:
+            continue
+        if hedge:
+            # Both hedge sides share the symbol's figures; evaluate them once.
+            if p.symbol in symbols_done:
+                continue
+            symbols_done.add(p.symbol)
+        nearest = tier.risk_limit_value
+        cap = pe.leverage_cap
+        if cap is not None and cap < nearest:
+            nearest = cap
+        # effective > cap implies effective > cap_guard × nearest, so this also covers
+        # blocked orders; a leverage above every tier's maximum has no cap at all.
+        if pe.effective_value >= cap_guard * nearest or (cap is None and p.leverage):
+            _symbol_rules(out, account, pe, tier, thresholds, active)
+    return out
+
+
+def evaluate_portfolio(
+    portfolio: PortfolioExposure,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    active: Set[tuple[str, str]] = _EMPTY,
+) -> list[AlertCandidate]:
+    """Net exposure (USD and share), direction bias, correlation and UPL over all accounts.
+
+    Candidates carry account and subject ``"portfolio"``.
+    """
+    out: list[AlertCandidate] = []
+    _exposure_rules(
+        out,
+        PORTFOLIO,
+        PORTFOLIO,
+        portfolio.net,
+        portfolio.net_share,
+        portfolio.buy_share,
+        portfolio.position_count,
+        portfolio.unrealized_pnl,
+        thresholds,
+        active,
+    )
+    return out
+
+
+def tier_moved_up(
+    account: str,
+    symbol: str,
+    old_tier: Tier,
+    new_tier: Tier,
+    position_value: Decimal,
+) -> AlertCandidate | None:
+    """A candidate when ``new_tier`` is above ``old_tier``, with what the move costs.
+
+    ``extra_maintenance_margin`` = MM(new) − MM(old) and ``extra_initial_margin`` =
+    value × (IMR(new) − IMR(old)) at ``position_value``, floored at 0: under the deduction
+    formula a value below the new tier's lower boundary (the move came from open orders)
+    costs no extra MM. The subject names the new tier, so each move is its own alert.
+    """
+    if new_tier.risk_limit_value <= old_tier.risk_limit_value:
+        return None
+    extra_mm = maintenance_margin(position_value, new_tier) - maintenance_margin(
+        position_value, old_tier
+    )
+    extra_im = position_value * (new_tier.imr - old_tier.imr)
+    extra_mm = extra_mm if extra_mm > ZERO else ZERO
+    extra_im = extra_im if extra_im > ZERO else ZERO
+    return AlertCandidate(
+        account,
+        Rule.TIER_MOVED_UP,
+        f"{symbol}:tier{new_tier.id}",
+        _WARNING,
+        Decimal(new_tier.id),
+        Decimal(old_tier.id),
+        f"{symbol} moved from tier {old_tier.id} to tier {new_tier.id}: MMR"
+        f" {_pct(old_tier.mmr)}→{_pct(new_tier.mmr)}, IMR {_pct(old_tier.imr)}→"
+        f"{_pct(new_tier.imr)}, max leverage {old_tier.max_leverage}x→{new_tier.max_leverage}x",
+        {
+            "old_mmr": old_tier.mmr,
+            "new_mmr": new_tier.mmr,
+            "old_imr": old_tier.imr,
+            "new_imr": new_tier.imr,
+            "old_max_leverage": old_tier.max_leverage,
+            "new_max_leverage": new_tier.max_leverage,
+            "position_value": position_value,
+            "extra_maintenance_margin": extra_mm,
+            "extra_initial_margin": extra_im,
+        },
+    )
+
+
+def evaluate_tier_moves(
+    previous: AccountExposure | None, current: AccountExposure
+) -> list[AlertCandidate]:
+    """``tier_moved_up`` for every symbol whose tier rose since ``previous``.
+
+    Position value is at entry price, summed over both hedge sides.
+    """
+    if previous is None:
+        return []
+    before: dict[str, Tier] = {}
+    for pe in previous.positions:
+        if pe.tier is not None:
+            before[pe.position.symbol] = pe.tier
+    values: dict[str, Decimal] = {}
+    after: dict[str, Tier] = {}
+    for pe in current.positions:
+        if pe.tier is not None:
+            symbol = pe.position.symbol
+            after[symbol] = pe.tier
+            values[symbol] = values.get(symbol, ZERO) + pe.position.value
+    out: list[AlertCandidate] = []
+    account = current.profile.account
+    for symbol, new in after.items():
+        old = before.get(symbol)
+        if old is not None:
+            found = tier_moved_up(account, symbol, old, new, values[symbol])
+            if found is not None:
+                out.append(found)
+    return out
