@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from pydantic import BaseModel
 
@@ -58,6 +59,9 @@ def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
         "bootstrap_servers": kafka.bootstrap_servers.split(","),
         "security_protocol": kafka.security_protocol,
     }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        # aiokafka refuses TLS without a context; None as cafile means the system CAs
+        kw["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile)
     if kafka.sasl_mechanism:
         kw["sasl_mechanism"] = kafka.sasl_mechanism
         kw["sasl_plain_username"] = kafka.sasl_username

@@ -48,7 +48,8 @@ class KafkaSettings(BaseSettings):
     connect_timeout_s: float = Field(
         default=60.0, gt=0, description="How long startup waits for the cluster to answer."
     )
-    security_protocol: str = "PLAINTEXT"
+    security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_SSL…")
+    ssl_cafile: str | None = Field(default=None, description="CA bundle; system CAs if unset")
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
