@@ -40,10 +40,15 @@ def demo_env(var: Path, bootstrap: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         "BYBIT_SIM_SCENARIO": str(REPO / "services/bybit_sim/scenarios/drift_to_liquidation.yaml"),
         "BYBIT_SIM_FRAMES_LOG": str(var / "sim-frames.jsonl"),
-        "INGESTOR_ACCOUNTS_FILE": str(REPO / "services/ingestor/config/accounts.sim.yaml"),
+        "INGESTOR_ACCOUNTS_FILE": str(REPO / "services/ingestor/config/accounts.demo.yaml"),
         "INGESTOR_GROUP": "sim",
         "NOTIFIER_ALERTS_FILE": str(var / "alerts.jsonl"),
     }
+    # the simulator's public test keys, which the accounts file names by variable
+    for line in (REPO / "services/ingestor/config/sim.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            defaults[key] = value
     env = dict(os.environ)
     for key, value in defaults.items():
         env.setdefault(key, value)

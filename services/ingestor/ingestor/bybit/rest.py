@@ -1,0 +1,370 @@
+"""Bybit v5 REST adapter: signed GETs, pagination, and the rate limits (bybit-v5.md §1, §2).
+
+Every call first takes a slot from the process-wide per-IP limiter. Per-UID limits are
+honoured from the response headers: ``retCode 10006`` sleeps until
+``X-Bapi-Limit-Reset-Timestamp`` (now + 2 s when the header is missing, pybit #340), and an
+exhausted ``X-Bapi-Limit-Status`` pauses that account's endpoint for one window before the
+exchange has to refuse it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from ingestor import metrics
+from ingestor.accounts import AccountConfig
+from ingestor.bybit.ratelimit import Sleep, SlidingWindowLimiter
+from ingestor.bybit.signing import rest_headers
+
+log = logging.getLogger(__name__)
+
+AUTH_RET_CODES = frozenset({10003, 10004, 10005, 10007, 10010, 33004})
+_RETRYABLE_RET_CODES = frozenset({10000, 10016, 10429})
+_IP_BAN_S = 600.0  # bybit-v5.md §1.5: a 403 IP ban lifts after at least 10 minutes
+_UID_WINDOW_MS = 1000
+_MAX_PAGES = 100
+
+
+class BybitError(Exception):
+    def __init__(self, path: str, ret_code: int | None, message: str, http_status: int = 200):
+        super().__init__(f"{path}: {ret_code if ret_code is not None else 'HTTP'} {message}")
+        self.path = path
+        self.ret_code = ret_code
+        self.message = message
+        self.http_status = http_status
+
+
+class BybitAuthError(BybitError):
+    """The key is wrong, revoked, for another environment, or the signature is bad."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    result: dict[str, Any]
+    time_ms: int
+
+
+@dataclass
+class UidThrottle:
+    """Per-account (per-UID) pause state, one per endpoint, in exchange-clock ms."""
+
+    blocked_until_ms: dict[str, int] = field(default_factory=dict)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BybitRest:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        ip_limiter: SlidingWindowLimiter,
+        recv_window_ms: int = 5000,
+        timeout_s: float = 10.0,
+        max_attempts: int = 5,
+        now_ms: Callable[[], int] = _now_ms,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._session = session
+        self._ip = ip_limiter
+        self._recv_window_ms = recv_window_ms
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._max_attempts = max_attempts
+        self._now_ms = now_ms
+        self._sleep = sleep
+        self._rng = rng
+
+    async def get(
+        self,
+        base_url: str,
+        path: str,
+        params: list[tuple[str, str]],
+        *,
+        account: AccountConfig | None = None,
+        throttle: UidThrottle | None = None,
+    ) -> Response:
+        """GET ``path``; signed when ``account`` is given. Retries what is worth retrying.
+
+        ``params`` keep their order and their values go on the wire as given: a cursor comes
+        back already URL-encoded and must be signed and sent byte for byte (§1.3).
+        """
+        query = "&".join(f"{k}={v}" for k, v in params)
+        url = URL(f"{base_url}{path}?{query}" if query else f"{base_url}{path}", encoded=True)
+        recv_window = self._recv_window_ms
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._wait_budgets(path, throttle)
+            headers: dict[str, str] = {}
+            if account is not None:
+                creds = account.credentials
+                headers = rest_headers(
+                    api_key=creds.api_key.get_secret_value(),
+                    api_secret=creds.api_secret.get_secret_value(),
+                    timestamp_ms=self._now_ms(),
+                    recv_window_ms=recv_window,
+                    query=query,
+                )
+            try:
+                async with self._session.get(url, headers=headers, timeout=self._timeout) as resp:
+                    status = resp.status
+                    body = await resp.read()
+                    limit_status = resp.headers.get("X-Bapi-Limit-Status")
+                    reset_header = resp.headers.get("X-Bapi-Limit-Reset-Timestamp")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                metrics.REST_CALLS.labels(path, "network_error").inc()
+                if attempt >= self._max_attempts:
+                    raise BybitError(path, None, f"network error: {exc!r}") from exc
+                await self._backoff(attempt)
+                continue
+            self._note_limit_status(path, throttle, limit_status, reset_header)
+            if status == 401:
+                metrics.REST_CALLS.labels(path, "auth_error").inc()
+                raise BybitAuthError(path, None, "HTTP 401 (wrong key or missing auth)", 401)
+            if status == 403:
+                # Bybit's IP ban: every account of this process shares the IP, so all stop.
+                metrics.REST_CALLS.labels(path, "ip_banned").inc()
+                self._ip.block_for(_IP_BAN_S)
+                log.error("bybit answered 403: IP rate limit hit, pausing all REST for 10 min")
+                raise BybitError(path, None, "HTTP 403 (IP rate limit or region block)", 403)
+            if status == 429 or status >= 500:
+                metrics.REST_CALLS.labels(path, f"http_{status}").inc()
+                if attempt >= self._max_attempts:
+                    raise BybitError(path, None, f"HTTP {status}", status)
+                await self._backoff(attempt)
+                continue
+            if status != 200:
+                metrics.REST_CALLS.labels(path, f"http_{status}").inc()
+                raise BybitError(path, None, f"HTTP {status}: {body[:200]!r}", status)
+            try:
+                doc = orjson.loads(body)
+                ret_code = int(doc["retCode"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                metrics.REST_CALLS.labels(path, "bad_response").inc()
+                raise BybitError(path, None, f"unreadable response: {body[:200]!r}") from exc
+            ret_msg = str(doc.get("retMsg", ""))
+            if ret_code == 0:
+                metrics.REST_CALLS.labels(path, "ok").inc()
+                result = doc.get("result") or {}
+                time_ms = int(doc.get("time") or self._now_ms())
+                return Response(result if isinstance(result, dict) else {}, time_ms)
+            if ret_code in AUTH_RET_CODES:
+                metrics.REST_CALLS.labels(path, "auth_error").inc()
+                raise BybitAuthError(path, ret_code, ret_msg)
+            if ret_code == 10006:
+                metrics.REST_CALLS.labels(path, "rate_limited").inc()
+                await self._sleep_until_reset(path, throttle, reset_header)
+                if attempt >= self._max_attempts:
+                    raise BybitError(path, ret_code, ret_msg)
+                continue
+            if ret_code == 10002 and attempt < self._max_attempts:
+                # Clock drift against the exchange: widen the window as pybit does (§1.4).
+                metrics.REST_CALLS.labels(path, "recv_window").inc()
+                recv_window += 2500
+                continue
+            if ret_code in _RETRYABLE_RET_CODES and attempt < self._max_attempts:
+                metrics.REST_CALLS.labels(path, "retry").inc()
+                await self._backoff(attempt)
+                continue
+            metrics.REST_CALLS.labels(path, "error").inc()
+            raise BybitError(path, ret_code, ret_msg)
+
+    async def _wait_budgets(self, path: str, throttle: UidThrottle | None) -> None:
+        if throttle is not None:
+            until = throttle.blocked_until_ms.get(path, 0)
+            wait_s = (until - self._now_ms()) / 1000
+            if wait_s > 0:
+                metrics.RATE_LIMIT_WAITS.labels("uid").inc()
+                metrics.RATE_LIMIT_WAIT_SECONDS.labels("uid").inc(wait_s)
+                await self._sleep(wait_s)
+        waited = await self._ip.acquire()
+        if waited > 0:
+            metrics.RATE_LIMIT_WAITS.labels("ip_budget").inc()
+            metrics.RATE_LIMIT_WAIT_SECONDS.labels("ip_budget").inc(waited)
+
+    def _note_limit_status(
+        self,
+        path: str,
+        throttle: UidThrottle | None,
+        limit_status: str | None,
+        reset_header: str | None,
+    ) -> None:
+        if limit_status is None:
+            return
+        try:
+            remaining = int(limit_status)
+        except ValueError:
+            return
+        metrics.RATE_LIMIT_REMAINING.labels(path).set(remaining)
+        if remaining <= 0 and throttle is not None:
+            # The next call in this UID window would be refused; wait the window out first.
+            now = self._now_ms()
+            until = max(now + _UID_WINDOW_MS, _parse_ms(reset_header) or 0)
+            throttle.blocked_until_ms[path] = until
+
+    async def _sleep_until_reset(
+        self, path: str, throttle: UidThrottle | None, reset_header: str | None
+    ) -> None:
+        now = self._now_ms()
+        reset = _parse_ms(reset_header)
+        until = reset if reset is not None and reset > now else now + 2000
+        # A reset far in the future is more likely a clock problem than a real window.
+        until = min(until, now + 60_000)
+        if throttle is not None:
+            throttle.blocked_until_ms[path] = until
+        wait_s = (until - now) / 1000
+        metrics.RATE_LIMIT_WAITS.labels("uid_10006").inc()
+        metrics.RATE_LIMIT_WAIT_SECONDS.labels("uid_10006").inc(wait_s)
+        log.warning(
+            "bybit retCode 10006, waiting for the limit to reset",
+            extra={"path": path, "wait_s": wait_s},
+        )
+        await self._sleep(wait_s)
+
+    async def _backoff(self, attempt: int) -> None:
+        base = min(8.0, 0.25 * 2 ** (attempt - 1))
+        await self._sleep(base / 2 + self._rng() * base / 2)
+
+    async def paginate(
+        self,
+        base_url: str,
+        path: str,
+        params: list[tuple[str, str]],
+        *,
+        account: AccountConfig | None = None,
+        throttle: UidThrottle | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Every row of a cursor-paginated list; returns (rows, time of the first page)."""
+        rows: list[dict[str, Any]] = []
+        cursor = ""
+        first_time: int | None = None
+        seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            page_params = [*params, ("cursor", cursor)] if cursor else params
+            resp = await self.get(base_url, path, page_params, account=account, throttle=throttle)
+            if first_time is None:
+                first_time = resp.time_ms
+            page = resp.result.get("list") or []
+            if not isinstance(page, list):
+                raise BybitError(path, 0, "result.list is not a list")
+            rows.extend(r for r in page if isinstance(r, dict))
+            cursor = str(resp.result.get("nextPageCursor") or "")
+            if not cursor or not page:
+                return rows, first_time
+            if cursor in seen:
+                raise BybitError(path, 0, "pagination cursor repeated")
+            seen.add(cursor)
+        raise BybitError(path, 0, f"more than {_MAX_PAGES} pages")
+
+
+def _parse_ms(text: str | None) -> int | None:
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One account's REST state: rows as Bybit sent them, and when (exchange clock)."""
+
+    positions: list[dict[str, Any]]
+    positions_time_ms: int
+    orders: list[dict[str, Any]]
+    orders_time_ms: int
+    wallet: dict[str, Any] | None
+    wallet_time_ms: int
+
+
+class AccountRest:
+    """The calls one account needs, signed with its key."""
+
+    def __init__(self, rest: BybitRest, account: AccountConfig) -> None:
+        self._rest = rest
+        self.account = account
+        self.throttle = UidThrottle()
+
+    async def positions(self) -> tuple[list[dict[str, Any]], int]:
+        rows: list[dict[str, Any]] = []
+        first: int | None = None
+        for coin in self.account.settle_coins:
+            page_rows, t = await self._rest.paginate(
+                self.account.endpoints.rest_url,
+                "/v5/position/list",
+                [("category", "linear"), ("settleCoin", coin), ("limit", "200")],
+                account=self.account,
+                throttle=self.throttle,
+            )
+            rows.extend(page_rows)
+            first = t if first is None else min(first, t)
+        return rows, first or 0
+
+    async def open_orders(self) -> tuple[list[dict[str, Any]], int]:
+        rows: list[dict[str, Any]] = []
+        first: int | None = None
+        for coin in self.account.settle_coins:
+            page_rows, t = await self._rest.paginate(
+                self.account.endpoints.rest_url,
+                "/v5/order/realtime",
+                [("category", "linear"), ("settleCoin", coin), ("limit", "50")],
+                account=self.account,
+                throttle=self.throttle,
+            )
+            rows.extend(page_rows)
+            first = t if first is None else min(first, t)
+        return rows, first or 0
+
+    async def wallet(self) -> tuple[dict[str, Any] | None, int]:
+        resp = await self._rest.get(
+            self.account.endpoints.rest_url,
+            "/v5/account/wallet-balance",
+            [("accountType", self.account.wallet_account_type)],
+            account=self.account,
+            throttle=self.throttle,
+        )
+        rows = resp.result.get("list") or []
+        row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
+        return row, resp.time_ms
+
+    async def snapshot(self) -> Snapshot:
+        # Concurrent to keep the resync window (and the buffered stream) short; a failure
+        # cancels the siblings instead of leaving them running against a dead session.
+        tasks = (
+            asyncio.ensure_future(self.positions()),
+            asyncio.ensure_future(self.open_orders()),
+            asyncio.ensure_future(self.wallet()),
+        )
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        positions, pt = tasks[0].result()
+        orders, ot = tasks[1].result()
+        wallet, wt = tasks[2].result()
+        return Snapshot(positions, pt, orders, ot, wallet, wt)
+
+
+async def risk_limit_rows(rest: BybitRest, base_url: str, symbol: str) -> list[dict[str, Any]]:
+    """A symbol's tier rows from the public ``/v5/market/risk-limit`` (paginated)."""
+    rows, _ = await rest.paginate(
+        base_url, "/v5/market/risk-limit", [("category", "linear"), ("symbol", symbol)]
+    )
+    return [r for r in rows if r.get("symbol") in (None, symbol)]

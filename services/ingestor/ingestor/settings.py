@@ -1,0 +1,52 @@
+"""Ingestor settings (env prefix ``INGESTOR_``); the accounts themselves live in a YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from riskwatch_common.settings import ServiceSettings
+
+
+class IngestorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="INGESTOR_")
+
+    accounts_file: Path = Field(description="YAML file of accounts and their groups.")
+    group: str = Field(min_length=1, description="The account group this process serves.")
+    http_port: int = Field(default=8081, ge=0, le=65535)
+
+    # Bybit's wallet stream does not push on price moves (bybit-v5.md §3.5), so the wallet
+    # is also polled; 10 s keeps 500 accounts inside the per-IP budget below.
+    wallet_refresh_s: float = Field(default=10.0, gt=0)
+    # A full in-place resync (positions, orders, wallet) as a drift check; 0 turns it off.
+    drift_check_s: float = Field(default=120.0, ge=0)
+    mark_price_interval_ms: int = Field(default=1000, ge=10)
+    risk_limit_refresh_s: float = Field(default=3600.0, gt=0)
+
+    ping_interval_s: float = Field(default=20.0, gt=0)
+    pong_timeout_s: float = Field(default=30.0, gt=0)
+    auth_timeout_s: float = Field(default=10.0, gt=0, description="Auth/subscribe ack wait.")
+    auth_expires_s: float = Field(default=10.0, gt=0, description="WS auth `expires` horizon.")
+    auth_retry_s: float = Field(default=300.0, gt=0, description="Retry delay after bad keys.")
+    reconnect_min_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+
+    rest_timeout_s: float = Field(default=10.0, gt=0)
+    recv_window_ms: int = Field(default=5000, ge=1000, le=60000)
+    # Bybit allows 600 requests per 5 s per IP for all accounts together; a breach bans the
+    # IP for 10 minutes, so the shared bucket keeps headroom.
+    rest_ip_requests: int = Field(default=500, ge=1)
+    rest_ip_window_s: float = Field(default=5.0, gt=0)
+    # Bybit allows 500 new WebSocket connections per 5 minutes per domain.
+    ws_connects_per_window: int = Field(default=450, ge=1)
+    ws_connect_window_s: float = Field(default=300.0, gt=0)
+
+    # Accounts connecting, authenticating and taking their first snapshot at the same time:
+    # a group of hundreds starts (or recovers from a network blip) in waves instead of one
+    # stampede that times out its own handshakes.
+    max_concurrent_resyncs: int = Field(default=32, ge=1)
+
+    queue_size: int = Field(default=10000, ge=1)
+    publish_batch_max: int = Field(default=2000, ge=1)
