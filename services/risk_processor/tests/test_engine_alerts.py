@@ -209,3 +209,56 @@ def test_active_keys_lists_rule_and_subject_of_the_accounts_alerts() -> None:
     assert mine is not None
     assert theirs is not None
     assert active_keys([mine, theirs], "main") == {(Rule.LIQUIDATION_DISTANCE, "BTCUSDT")}
+
+
+def test_reconcile_confirming_every_alert_returns_the_same_states_in_a_new_dict() -> None:
+    states, _ = reconcile(
+        "main", {}, [candidate(), candidate(Severity.HIGH, subject="ETHUSDT")], at(0), POLICY
+    )
+    again, transitions = reconcile(
+        "main",
+        states,
+        (c for c in [candidate(value="8"), candidate(Severity.HIGH, "7", "ETHUSDT")]),
+        at(1),
+        POLICY,
+    )
+    assert transitions == []
+    assert again == states
+    assert again is not states
+    assert list(again) == list(states)
+    assert all(again[k] is states[k] for k in states)
+
+
+def test_reconcile_keys_alerts_by_their_id_not_by_where_they_are_stored() -> None:
+    # A state stored under a key that is not its alert id (say, one written before the id
+    # scheme changed) is not the candidate's alert: the candidate raises its own alert and
+    # the stored one ages towards resolution.
+    raised, _ = step(None, candidate(), at(0), POLICY)
+    assert raised is not None
+    stored = {"old-id": raised}
+    states, transitions = reconcile("main", stored, [candidate()], at(1), POLICY)
+    assert [t.kind for t in transitions] == [Transition.RAISED]
+    assert list(states) == [raised.alert_id, "old-id"]
+    assert states["old-id"].absent_count == 1
+
+
+def test_reconcile_with_one_changed_alert_among_confirmed_ones() -> None:
+    states, _ = reconcile(
+        "main",
+        {},
+        [candidate(subject="ETHUSDT"), candidate(), candidate(subject="SOLUSDT")],
+        at(0),
+        POLICY,
+    )
+    after, transitions = reconcile(
+        "main",
+        states,
+        [candidate(subject="ETHUSDT"), candidate(Severity.HIGH), candidate(subject="SOLUSDT")],
+        at(1),
+        POLICY,
+    )
+    assert [(t.kind, t.subject) for t in transitions] == [(Transition.ESCALATED, "BTCUSDT")]
+    assert list(after) == list(states)
+    key = alert_id("main", Rule.LIQUIDATION_DISTANCE, "BTCUSDT")
+    assert after[key].severity is Severity.HIGH
+    assert all(after[k] is states[k] for k in states if k != key)

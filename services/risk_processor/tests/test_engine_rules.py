@@ -439,3 +439,78 @@ def test_fast_candidate_builder_matches_the_dataclass_constructor() -> None:
         "main", Rule.NET_EXPOSURE_USD, "account", Severity.WARNING, D(1), D(2), "r", {"n": D(3)}
     )
     assert (built.value, built.threshold) == (D(1), D(2))
+
+
+# ------------------------------------------------------------------ reuse between evaluations
+
+
+def exact(candidates: list[AlertCandidate]) -> list[tuple[object, ...]]:
+    """Every field of each candidate, Decimals as strings, and the reason text."""
+    return [
+        (
+            c.account,
+            c.rule,
+            c.subject,
+            c.severity,
+            str(c.value),
+            str(c.threshold),
+            c.reason,
+            [(k, str(v)) for k, v in c.numbers.items()],
+        )
+        for c in candidates
+    ]
+
+
+def test_reused_results_follow_the_active_alerts_and_the_thresholds() -> None:
+    # BTC is 10.4 % from liquidation: with a 10 % warning a new alert is not raised and an
+    # active one holds (it clears above 10.5 %); with an 11 % warning it fires either way.
+    # Two of three positions are buys (66.7 %): with a 68 % same-side limit the correlation
+    # rule fires only while its alert is active (it clears under 64.6 %), and so does the
+    # direction bias (70 %, clears under 66.5 %).
+    profile = AccountProfile("main")
+    rows = [
+        pos("BTCUSDT", BUY, "0.01", "10000", "10", liq_price=D(8960)),
+        pos("ETHUSDT", BUY, "1", "1000", "5", liq_price=D(800)),
+        pos("SOLUSDT", SELL, "1", "100", "2"),
+    ]
+    marks = {"BTCUSDT": D(10000), "ETHUSDT": D(1000), "SOLUSDT": D(100)}
+    liq_key = (Rule.LIQUIDATION_DISTANCE, "BTCUSDT")
+    bias_keys = {(Rule.CORRELATION_RISK, ACCOUNT_SUBJECT), (Rule.DIRECTION_BIAS, ACCOUNT_SUBJECT)}
+    tight = resolve_thresholds(BIAS, {"same_side_share": "0.68"})
+    thresholds = [QUIET, tight, resolve_thresholds(tight, {"liq_distance_warning_pct": 11})]
+    actives = [
+        frozenset(),
+        frozenset({liq_key}),
+        frozenset(bias_keys),
+        frozenset({liq_key, *bias_keys}),
+    ]
+    # Every (thresholds, active) pair for two evaluations in a row; consecutive pairs change
+    # only the thresholds or only the active alerts (or both, once per round).
+    combos = [(t, a) for a in actives for t in thresholds]
+    combos += [(t, a) for t in thresholds for a in actives]
+    last = account_exposure(profile, rows, [], None, TABLES, marks)
+    fired_rules: set[str] = set()
+    for step, (t, active) in enumerate(c for c in combos for _ in range(2)):
+        if step % 5 == 4:
+            marks = {**marks, "SOLUSDT": marks["SOLUSDT"] + 1}
+        current = account_exposure(profile, rows, [], None, TABLES, marks, previous=last)
+        scratch = account_exposure(profile, rows, [], None, TABLES, marks)
+        found = evaluate_account(current, t, active)
+        assert exact(found) == exact(evaluate_account(scratch, t, active))
+        fired_rules.update(c.rule for c in found)
+        last = current
+    assert {Rule.LIQUIDATION_DISTANCE, Rule.CORRELATION_RISK, Rule.DIRECTION_BIAS} <= fired_rules
+
+
+def test_an_exposure_evaluated_twice_gives_the_same_candidates() -> None:
+    rows = [pos("BTCUSDT", BUY, "0.01", "10000", "10", liq_price=D(9000))]
+    marks = {"BTCUSDT": D(10000)}
+    first = account_exposure(AccountProfile("main"), rows, [], None, TABLES, marks)
+    again = account_exposure(AccountProfile("main"), rows, [], None, TABLES, marks, previous=first)
+    expected = exact(evaluate_account(first))
+    assert exact(evaluate_account(again)) == expected
+    assert exact(evaluate_account(again)) == expected
+    active = frozenset({(Rule.LIQUIDATION_DISTANCE, "BTCUSDT")})
+    assert exact(evaluate_account(again, active=active)) == exact(
+        evaluate_account(first, active=active)
+    )

@@ -304,18 +304,56 @@ def reconcile(
     for a subject, the more severe wins. Returns the new states (resolved ones dropped) and
     the transitions, raised/escalated first in candidate order, then resolved.
     """
+    if candidates.__class__ is not list:  # (cheaper than isinstance, on every evaluation)
+        candidates = list(candidates)
+    if len(candidates) == len(states):
+        # The usual case: each candidate confirms, unchanged, the alert at its own place in
+        # ``states``, and ``states`` holds nothing else. The answer is then ``states`` itself
+        # (as a new dict) and no transition; any other case takes the general path below.
+        # (zip without strict=: the lengths are equal, and the keyword costs a parse.)
+        for (key, held), c in zip(states.items(), candidates):  # noqa: B905
+            severity = c.severity
+            if not (
+                c.account == account
+                and severity is held.severity
+                and severity is held.notified_severity
+                and not held.absent_count
+                and held.account == account
+                and held.rule == c.rule
+                and held.subject == c.subject
+                and alert_id(account, c.rule, c.subject) == key
+            ):
+                break
+        else:
+            return dict(states), []
+
     chosen: dict[str, AlertCandidate] = {}
     for c in candidates:
         if c.account != account:
             raise ValueError(f"candidate for {c.account} in an evaluation of {account}")
-        key = alert_id(c.account, c.rule, c.subject)
+        key = alert_id(account, c.rule, c.subject)
         seen = chosen.get(key)
         if seen is None or c.severity > seen.severity:
             chosen[key] = c
     out: dict[str, AlertState] = {}
     transitions: list[AlertTransition] = []
+    get = states.get
     for key, c in chosen.items():
-        new, t = step(states.get(key), c, now, policy)
+        state = get(key)
+        if state is not None:
+            # ``step``'s "nothing material changed" case, inlined: the usual outcome.
+            severity = c.severity
+            if (
+                severity is state.severity
+                and severity is state.notified_severity
+                and not state.absent_count
+                and state.account == c.account
+                and state.rule == c.rule
+                and state.subject == c.subject
+            ):
+                out[key] = state
+                continue
+        new, t = step(state, c, now, policy)
         if new is not None:
             out[key] = new
         if t is not None:
@@ -336,4 +374,9 @@ def reconcile(
 
 def active_keys(states: Iterable[AlertState], account: str) -> frozenset[tuple[str, str]]:
     """(rule, subject) of the account's active alerts, for the rules' ``active`` argument."""
-    return frozenset((s.rule, s.subject) for s in states if s.account == account)
+    keys: set[tuple[str, str]] = set()
+    add = keys.add
+    for s in states:
+        if s.account == account:
+            add((s.rule, s.subject))
+    return frozenset(keys)

@@ -2,7 +2,10 @@
 
 One account with 5 positions, 4 open orders, a tier table per symbol and a wallet; each
 iteration is one mark-price event on one symbol followed by the engine's work for the
-account: exposure (from scratch, then incremental), rules, alert lifecycle. Prints
+account: exposure (from scratch, then incremental), rules, alert lifecycle. The last line
+makes exactly the engine calls the Faust shell makes per evaluation (``evaluate.py``):
+fresh argument lists and dicts and an equal (not the same) profile each time, explicit
+thresholds and alert policy, ``tier_moved_up`` per held symbol, ``reconcile``. Prints
 microseconds per event; asserts nothing.
 """
 
@@ -14,15 +17,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from risk_processor.engine.alerts import AlertState, active_keys, reconcile
-from risk_processor.engine.exposure import account_exposure
-from risk_processor.engine.rules import evaluate_account
+from risk_processor.engine.alerts import DEFAULT_ALERT_POLICY, AlertState, active_keys, reconcile
+from risk_processor.engine.exposure import AccountExposure, account_exposure
+from risk_processor.engine.rules import DEFAULT_THRESHOLDS, evaluate_account, tier_moved_up
 from risk_processor.engine.tiers import load_tier_table
 from risk_processor.engine.types import (
     AccountProfile,
     Order,
     Position,
     Side,
+    Tier,
     TierTable,
     Wallet,
 )
@@ -141,6 +145,54 @@ def main(iterations: int = 50_000) -> None:
         states, transitions = reconcile("main", states, candidates, now)
         return transitions
 
+    # The shell (evaluate.evaluate_account) rebuilds its arguments for every evaluation:
+    # new lists of the same rows, new dicts of the same tables and marks, a new profile equal
+    # to the last one. Two alternating sets stand in for that without timing their building.
+    shell_profiles = [AccountProfile("main"), AccountProfile("main")]
+    shell_marks = [dict(marks), dict(marks)]
+    shell_tables = [dict(tables), dict(tables)]
+    shell_last: AccountExposure | None = None
+    shell_states: dict[str, AlertState] = {}
+    held: dict[str, Tier] = {}
+
+    def shell(i: int) -> object:
+        nonlocal shell_last, shell_states, held
+        k = i & 1
+        event_marks = shell_marks[k]
+        event_marks["BTCUSDT"] = prices[i % 200]
+        exposure = account_exposure(
+            shell_profiles[k],
+            list(positions),
+            list(orders),
+            wallet,
+            shell_tables[k],
+            event_marks,
+            previous=shell_last,
+        )
+        shell_last = exposure
+        candidates = evaluate_account(
+            exposure, DEFAULT_THRESHOLDS, active_keys(shell_states.values(), "main")
+        )
+        # evaluate._tier_moves: tier_moved_up against the tiers held at the last evaluation
+        # (the shell sums the symbol's position values; one row per symbol here).
+        now_held: dict[str, Tier] = {}
+        values: dict[str, Decimal] = {}
+        for pe in exposure.positions:
+            if pe.tier is not None:
+                now_held[pe.position.symbol] = pe.tier
+                values[pe.position.symbol] = pe.position.value
+        for symbol, tier in now_held.items():
+            before = held.get(symbol)
+            if before is not None:
+                found = tier_moved_up("main", symbol, before, tier, values[symbol])
+                if found is not None:
+                    candidates.append(found)
+        held = now_held
+        shell_states, transitions = reconcile(
+            "main", shell_states, candidates, now, DEFAULT_ALERT_POLICY
+        )
+        return transitions
+
     print(
         f"python {sys.version.split()[0]}; 1 account, 5 positions, 4 orders, 8-tier tables;"
         f" one BTCUSDT mark change per event; {iterations} events each"
@@ -149,6 +201,7 @@ def main(iterations: int = 50_000) -> None:
     _time("exposure, incremental (previous=)", iterations, incremental)
     _time("exposure + rules", iterations, with_rules)
     _time("exposure + rules + alert lifecycle", iterations, full)
+    _time("shell call path (evaluate.py)", iterations, shell)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import attrgetter, is_
+from typing import Any
 
 from risk_processor.engine.effective import effective_sides
 from risk_processor.engine.liquidation import isolated_liq_price
-from risk_processor.engine.margin import AccountMargin, mm_rate_of
+from risk_processor.engine.margin import AccountMargin
 from risk_processor.engine.types import (
     BUY,
     CROSS,
@@ -32,7 +34,7 @@ from risk_processor.engine.types import (
     Tier,
     TierTable,
     Wallet,
-    slot_setter,
+    draft_class,
 )
 
 # Enum member lookup costs about 0.1 µs on Python 3.11; these run on every event.
@@ -126,6 +128,39 @@ class PositionExposure:
         return None if cap is None else self.effective_value / cap
 
 
+# What an ``AccountExposure`` keeps for the next evaluation of its account (``previous=``):
+# inputs, held by identity, and values derived from them only. A later evaluation uses a
+# part only after checking that the inputs it came from are the very same objects, so a
+# result never depends on whether ``previous`` was passed. Fields:
+#   0 hedge mode, 1 the position rows, 2 the orders, 3 effective value by symbol (of those
+#   rows and orders in that mode), 4 the non-flat rows, 5 their ``PositionExposure``s,
+#   6 for each, whether it is within the policy's cap proximity (``None``: not computed),
+#   7 the policy, 8 its near-cap factor, 9 whether any position is near its cap, 10 the
+#   buy count, 11 the position count, 12 the buy share, 13 the top risks, 14 the indexes
+#   of the ``PositionExposure``s by rank (``None``: not known), 15 a cell where
+#   ``rules.evaluate_account`` keeps what the evaluation of this exposure gave, 16 the
+#   previous exposure's cell.
+_Reuse = tuple[
+    bool,
+    tuple[Position, ...],
+    tuple[Order, ...],
+    dict[str, Decimal],
+    tuple[Position, ...],
+    tuple[PositionExposure, ...],
+    tuple[bool | None, ...],
+    RiskLevelPolicy,
+    Decimal,
+    bool,
+    int,
+    int,
+    Decimal | None,
+    tuple[PositionExposure, ...],
+    tuple[int, ...] | None,
+    list[Any],
+    list[Any] | None,
+]
+
+
 @dataclass(slots=True, frozen=True)
 class AccountExposure:
     """Exposure of one account at current marks.
@@ -135,7 +170,8 @@ class AccountExposure:
     ``margin`` is the recomputed cross margin (see ``margin.account_margin``), the wallet's
     own rate under portfolio margin, ``None`` under isolated margin or without a wallet.
     ``buy_share`` is the share of non-flat positions on the Buy side (direction bias).
-    ``risk_drivers`` names the conditions that set ``risk_level``.
+    ``risk_drivers`` names the conditions that set ``risk_level``. ``_reuse`` is private
+    bookkeeping for ``account_exposure(previous=...)``; it takes no part in equality.
     """
 
     profile: AccountProfile
@@ -153,6 +189,7 @@ class AccountExposure:
     top_risks: tuple[PositionExposure, ...]
     risk_level: RiskLevel
     risk_drivers: tuple[str, ...]
+    _reuse: _Reuse | None = field(default=None, repr=False, compare=False)
 
     @property
     def margin_ratio(self) -> Decimal | None:
@@ -186,8 +223,8 @@ class PortfolioExposure:
     risk_drivers: tuple[str, ...]
 
 
-def _risk_score(p: PositionExposure) -> Decimal:
-    return p.risk_score
+# sorted() key; attrgetter runs in C, a lambda or def would cost a Python call per item.
+_risk_score = attrgetter("risk_score")
 
 
 _DRIVER_LIQUIDATION = "in_liquidation"
@@ -198,65 +235,72 @@ _DRIVER_EQUITY = "no_equity"
 _DRIVER_CAP = "cap_proximity"
 
 
+# Risk-level drivers by bit, HIGH ones (the low five bits) before MEDIUM ones, each group
+# in rule order; every combination's tuple is built once, here.
+_DRIVER_BITS = (
+    _DRIVER_LIQUIDATION,  # 1: HIGH
+    _DRIVER_MM_RATE,  # 2: HIGH
+    _DRIVER_LIQ_DISTANCE,  # 4: HIGH
+    _DRIVER_EQUITY,  # 8: HIGH
+    _DRIVER_NET_SHARE,  # 16: HIGH
+    _DRIVER_MM_RATE,  # 32: MEDIUM
+    _DRIVER_LIQ_DISTANCE,  # 64: MEDIUM
+    _DRIVER_NET_SHARE,  # 128: MEDIUM
+    _DRIVER_CAP,  # 256: MEDIUM
+)
+_HIGH_BITS = 31
+_DRIVERS = tuple(
+    tuple(name for i, name in enumerate(_DRIVER_BITS) if bits >> i & 1) for bits in range(512)
+)
+
+
 def _level(
     policy: RiskLevelPolicy,
-    margin: AccountMargin | None,
+    in_liquidation: bool,
+    rate: Decimal | None,
     min_liq_distance: Decimal | None,
     net: Decimal,
     equity: Decimal | None,
     near_cap: bool,
 ) -> tuple[RiskLevel, tuple[str, ...]]:
-    high: list[str] = []
-    medium: list[str] = []
-    if margin is not None:
-        if margin.in_liquidation:
-            high.append(_DRIVER_LIQUIDATION)
-        rate = margin.mm_rate
-        if rate is not None:
-            if rate >= policy.high_mm_rate:
-                high.append(_DRIVER_MM_RATE)
-            elif rate >= policy.medium_mm_rate:
-                medium.append(_DRIVER_MM_RATE)
+    """Risk level and its drivers; ``in_liquidation`` and ``rate`` are the margin's (False
+    and ``None`` without one). HIGH drivers come first, then MEDIUM ones, each in rule order."""
+    bits = 1 if in_liquidation else 0
+    if rate is not None:
+        if rate >= policy.high_mm_rate:
+            bits |= 2
+        elif rate >= policy.medium_mm_rate:
+            bits |= 32
     if min_liq_distance is not None:
         if min_liq_distance <= policy.high_liq_distance_pct:
-            high.append(_DRIVER_LIQ_DISTANCE)
+            bits |= 4
         elif min_liq_distance <= policy.medium_liq_distance_pct:
-            medium.append(_DRIVER_LIQ_DISTANCE)
+            bits |= 64
     if equity is not None:
         if equity <= ZERO:
             if net:
-                high.append(_DRIVER_EQUITY)
+                bits |= 8
         else:
             # |net| / equity >= share, without the division.
             size = abs(net)
             if size >= policy.high_net_share * equity:
-                high.append(_DRIVER_NET_SHARE)
+                bits |= 16
             elif size >= policy.medium_net_share * equity:
-                medium.append(_DRIVER_NET_SHARE)
+                bits |= 128
     if near_cap:
-        medium.append(_DRIVER_CAP)
-    if high:
-        return _HIGH, (*high, *medium)
-    if medium:
-        return _MEDIUM, tuple(medium)
+        bits |= 256
+    if bits & _HIGH_BITS:
+        return _HIGH, _DRIVERS[bits]
+    if bits:
+        return _MEDIUM, _DRIVERS[bits]
     return _LOW, ()
 
 
-# Hot-path builders: see ``slot_setter``. Each field is written by name.
-_new = object.__new__
-_pe_position = slot_setter(PositionExposure, "position")
-_pe_mark_price = slot_setter(PositionExposure, "mark_price")
-_pe_notional = slot_setter(PositionExposure, "notional")
-_pe_unrealized_pnl = slot_setter(PositionExposure, "unrealized_pnl")
-_pe_risk_score = slot_setter(PositionExposure, "risk_score")
-_pe_effective_value = slot_setter(PositionExposure, "effective_value")
-_pe_tier = slot_setter(PositionExposure, "tier")
-_pe_leverage_cap = slot_setter(PositionExposure, "leverage_cap")
-_pe_max_leverage_allowing = slot_setter(PositionExposure, "max_leverage_allowing")
-_pe_maintenance_margin = slot_setter(PositionExposure, "maintenance_margin")
-_pe_liq_price = slot_setter(PositionExposure, "liq_price")
-_pe_liq_distance_pct = slot_setter(PositionExposure, "liq_distance_pct")
-_pe_table = slot_setter(PositionExposure, "table")
+# Hot-path builders: see ``draft_class``. Each field is written by name.
+_PositionExposureDraft = draft_class(PositionExposure)
+_AccountExposureDraft = draft_class(AccountExposure)
+_AccountMarginDraft = draft_class(AccountMargin)
+_PortfolioExposureDraft = draft_class(PortfolioExposure)
 
 
 def _position_exposure(
@@ -275,38 +319,23 @@ def _position_exposure(
     liq_distance_pct: Decimal | None,
     table: TierTable | None,
 ) -> PositionExposure:
-    pe: PositionExposure = _new(PositionExposure)
-    _pe_position(pe, position)
-    _pe_mark_price(pe, mark_price)
-    _pe_notional(pe, notional)
-    _pe_unrealized_pnl(pe, unrealized_pnl)
-    _pe_risk_score(pe, risk_score)
-    _pe_effective_value(pe, effective_value)
-    _pe_tier(pe, tier)
-    _pe_leverage_cap(pe, leverage_cap)
-    _pe_max_leverage_allowing(pe, max_leverage_allowing)
-    _pe_maintenance_margin(pe, maintenance_margin)
-    _pe_liq_price(pe, liq_price)
-    _pe_liq_distance_pct(pe, liq_distance_pct)
-    _pe_table(pe, table)
+    d = _PositionExposureDraft()
+    d.position = position
+    d.mark_price = mark_price
+    d.notional = notional
+    d.unrealized_pnl = unrealized_pnl
+    d.risk_score = risk_score
+    d.effective_value = effective_value
+    d.tier = tier
+    d.leverage_cap = leverage_cap
+    d.max_leverage_allowing = max_leverage_allowing
+    d.maintenance_margin = maintenance_margin
+    d.liq_price = liq_price
+    d.liq_distance_pct = liq_distance_pct
+    d.table = table
+    d.__class__ = PositionExposure
+    pe: PositionExposure = d
     return pe
-
-
-_ae_profile = slot_setter(AccountExposure, "profile")
-_ae_total_long = slot_setter(AccountExposure, "total_long")
-_ae_total_short = slot_setter(AccountExposure, "total_short")
-_ae_net = slot_setter(AccountExposure, "net")
-_ae_gross = slot_setter(AccountExposure, "gross")
-_ae_equity = slot_setter(AccountExposure, "equity")
-_ae_net_share = slot_setter(AccountExposure, "net_share")
-_ae_unrealized_pnl = slot_setter(AccountExposure, "unrealized_pnl")
-_ae_margin = slot_setter(AccountExposure, "margin")
-_ae_buy_share = slot_setter(AccountExposure, "buy_share")
-_ae_position_count = slot_setter(AccountExposure, "position_count")
-_ae_positions = slot_setter(AccountExposure, "positions")
-_ae_top_risks = slot_setter(AccountExposure, "top_risks")
-_ae_risk_level = slot_setter(AccountExposure, "risk_level")
-_ae_risk_drivers = slot_setter(AccountExposure, "risk_drivers")
 
 
 def _account_exposure(
@@ -326,23 +355,27 @@ def _account_exposure(
     top_risks: tuple[PositionExposure, ...],
     risk_level: RiskLevel,
     risk_drivers: tuple[str, ...],
+    _reuse: _Reuse | None = None,
 ) -> AccountExposure:
-    ae: AccountExposure = _new(AccountExposure)
-    _ae_profile(ae, profile)
-    _ae_total_long(ae, total_long)
-    _ae_total_short(ae, total_short)
-    _ae_net(ae, net)
-    _ae_gross(ae, gross)
-    _ae_equity(ae, equity)
-    _ae_net_share(ae, net_share)
-    _ae_unrealized_pnl(ae, unrealized_pnl)
-    _ae_margin(ae, margin)
-    _ae_buy_share(ae, buy_share)
-    _ae_position_count(ae, position_count)
-    _ae_positions(ae, positions)
-    _ae_top_risks(ae, top_risks)
-    _ae_risk_level(ae, risk_level)
-    _ae_risk_drivers(ae, risk_drivers)
+    d = _AccountExposureDraft()
+    d.profile = profile
+    d.total_long = total_long
+    d.total_short = total_short
+    d.net = net
+    d.gross = gross
+    d.equity = equity
+    d.net_share = net_share
+    d.unrealized_pnl = unrealized_pnl
+    d.margin = margin
+    d.buy_share = buy_share
+    d.position_count = position_count
+    d.positions = positions
+    d.top_risks = top_risks
+    d.risk_level = risk_level
+    d.risk_drivers = risk_drivers
+    d._reuse = _reuse
+    d.__class__ = AccountExposure
+    ae: AccountExposure = d
     return ae
 
 
@@ -391,21 +424,129 @@ def _fresh_position(
     if liq is not None and liq > ZERO and mark > ZERO:
         # liq_distance_pct, inlined.
         distance = ((mark - liq) if buy else (liq - mark)) / mark * HUNDRED
-    return _position_exposure(
-        position=p,
-        mark_price=mark,
-        notional=notional,
-        unrealized_pnl=pnl,
-        risk_score=notional * leverage if leverage else notional,
-        effective_value=effective,
-        tier=tier,
-        leverage_cap=cap,
-        max_leverage_allowing=max_lev,
-        maintenance_margin=mm,
-        liq_price=liq,
-        liq_distance_pct=distance,
-        table=table,
-    )
+    d = _PositionExposureDraft()
+    d.position = p
+    d.mark_price = mark
+    d.notional = notional
+    d.unrealized_pnl = pnl
+    d.risk_score = notional * leverage if leverage else notional
+    d.effective_value = effective
+    d.tier = tier
+    d.leverage_cap = cap
+    d.max_leverage_allowing = max_lev
+    d.maintenance_margin = mm
+    d.liq_price = liq
+    d.liq_distance_pct = distance
+    d.table = table
+    d.__class__ = PositionExposure
+    pe: PositionExposure = d
+    return pe
+
+
+def _at_mark(
+    old: PositionExposure, p: Position, mark: Decimal, effective: Decimal
+) -> PositionExposure:
+    """``_fresh_position`` for a position whose exposure ``old`` came from the same row,
+    table, margin mode and an equal effective value: only the mark moved, so the tier
+    figures and the liquidation price are ``old``'s and only mark-dependent ones change."""
+    size = p.size
+    entry = p.entry_price
+    leverage = p.leverage
+    notional = size * mark
+    buy = p.side is BUY
+    pnl = (mark - entry) * size if buy else (entry - mark) * size
+    table = old.table
+    mm = None
+    if table is not None:
+        tiers = table.tiers
+        j = bisect_left(table.limits, notional)
+        mm_tier = tiers[j] if j < len(tiers) else tiers[-1]
+        mm = notional * mm_tier.mmr - mm_tier.mm_deduction
+        if mm < ZERO:
+            mm = ZERO
+    liq = old.liq_price
+    distance = None
+    # (``old`` has a distance only when its liquidation price is positive.)
+    if liq is not None and (old.liq_distance_pct is not None or liq > ZERO) and mark > ZERO:
+        distance = ((mark - liq) if buy else (liq - mark)) / mark * HUNDRED
+    d = _PositionExposureDraft()
+    d.position = p
+    d.mark_price = mark
+    d.notional = notional
+    d.unrealized_pnl = pnl
+    d.risk_score = notional * leverage if leverage else notional
+    d.effective_value = effective
+    d.tier = old.tier
+    d.leverage_cap = old.leverage_cap
+    d.max_leverage_allowing = old.max_leverage_allowing
+    d.maintenance_margin = mm
+    d.liq_price = liq
+    d.liq_distance_pct = distance
+    d.table = table
+    d.__class__ = PositionExposure
+    pe: PositionExposure = d
+    return pe
+
+
+def _ranked(
+    out: list[PositionExposure],
+) -> tuple[tuple[PositionExposure, ...], tuple[int, ...] | None]:
+    """Top three by risk score (ties in position order) and every index by rank."""
+    ranked = sorted(out, key=_risk_score, reverse=True)
+    where = {id(pe): k for k, pe in enumerate(out)}
+    # (The same object twice, from duplicate rows, leaves the ranks unknown.)
+    order = tuple([where[id(pe)] for pe in ranked]) if len(where) == len(out) else None
+    return tuple(ranked[:3]), order
+
+
+def _reranked(
+    out: list[PositionExposure], order: tuple[int, ...], moved: int
+) -> tuple[tuple[PositionExposure, ...], tuple[int, ...]]:
+    """``_ranked`` when only ``out[moved]`` changed since ``order`` was ranked.
+
+    A stable sort by descending score orders by (score descending, index ascending); the
+    others keep their order among themselves, and ``moved`` goes before the first of them
+    with a lower score, or an equal score and a higher index.
+    """
+    score = out[moved].risk_score
+    rank = order.index(moved)
+    if (
+        rank == 0
+        or (before := out[order[rank - 1]].risk_score) > score
+        or (before == score and order[rank - 1] < moved)
+    ) and (
+        rank == len(order) - 1
+        or (after := out[order[rank + 1]].risk_score) < score
+        or (after == score and order[rank + 1] > moved)
+    ):
+        # Still between the same neighbours: the same ranks.
+        top = order[:3]
+        return (out[top[0]], out[top[1]], out[top[2]]) if len(top) == 3 else tuple(
+            [out[i] for i in top]
+        ), order
+    rest = list(order)
+    rest.remove(moved)
+    at = 0
+    for i in rest:
+        other = out[i].risk_score
+        if other < score or (i > moved and other <= score):
+            break
+        at += 1
+    rest.insert(at, moved)
+    return (out[rest[0]], out[rest[1]], out[rest[2]]) if len(rest) >= 3 else tuple(
+        [out[i] for i in rest]
+    ), tuple(rest)
+
+
+def _orders_by_symbol(orders: tuple[Order, ...]) -> dict[str, list[Order]]:
+    out: dict[str, list[Order]] = {}
+    for o in orders:
+        same = out.get(o.symbol)
+        if same is None:
+            out[o.symbol] = [o]
+        else:
+            same.append(o)
+    return out
 
 
 def account_exposure(
@@ -429,156 +570,314 @@ def account_exposure(
     never changes the result: a previous ``PositionExposure`` is carried over only when
     every input it was computed from is the same (the same ``Position`` object, an equal
     mark and effective value, the same table object, an equal profile); anything else is
-    recomputed. Account totals and the risk level are always recomputed.
+    recomputed, and when only the mark differs the tier figures are carried over and the
+    mark-dependent ones recomputed. Effective values are carried over when the position
+    rows and orders are the very same objects as last time. Account totals and the risk
+    level are always recomputed. ``rules.evaluate_account`` also reuses what each unchanged
+    position gave at the evaluation of ``previous`` (see there).
     """
+    margin_mode = profile.margin_mode
     mode = profile.position_mode
     hedge = mode is HEDGE
-    isolated = profile.margin_mode is ISOLATED
-    portfolio_margin = profile.margin_mode is PORTFOLIO_MARGIN
-    near_factor = ONE - policy.medium_cap_proximity
-    total_long = total_short = upl = total_mm = ZERO
-    buys = 0
-    complete = True
-    near_cap = False
-    min_liq: Decimal | None = None
+    isolated = margin_mode is ISOLATED
+    portfolio_margin = margin_mode is PORTFOLIO_MARGIN
+    rows = tuple(positions)
+    open_orders = tuple(orders)
 
     reusable: tuple[PositionExposure, ...] = ()
-    if previous is not None and (previous.profile is profile or previous.profile == profile):
+    memo: _Reuse | None = None
+    if previous is not None and (
+        (last_profile := previous.profile) is profile
+        # ``last_profile == profile`` (the dataclass's), without building two tuples.
+        or (
+            last_profile.__class__ is profile.__class__
+            and last_profile.account == profile.account
+            and last_profile.account_type == profile.account_type
+            and last_profile.margin_mode == profile.margin_mode
+            and last_profile.position_mode == profile.position_mode
+            and last_profile.group == profile.group
+        )
+    ):
         reusable = previous.positions
-    by_position: dict[int, PositionExposure] | None = None
+        memo = previous._reuse
+        if memo is not None and memo[5] is not reusable:
+            memo = None  # not this function's bookkeeping for these positions
+    effective_of: dict[str, Decimal] | None = None
+    near_memo: tuple[bool | None, ...] = ()
+    same_policy = False
+    if memo is not None:
+        old_rows = memo[1]
+        old_orders = memo[2]
+        if (
+            memo[0] is hedge
+            and (old_rows is rows or (len(old_rows) == len(rows) and all(map(is_, old_rows, rows))))
+            and (
+                old_orders is open_orders
+                or (len(old_orders) == len(open_orders) and all(map(is_, old_orders, open_orders)))
+            )
+        ):
+            effective_of = memo[3]
+        if memo[7] is policy:
+            same_policy = True
+            near_memo = memo[6]
+            near_factor = memo[8]
+    if not same_policy:
+        near_factor = ONE - policy.medium_cap_proximity
 
-    # Orders grouped by symbol once, so each symbol's effective value scans only its orders.
-    orders_of: dict[str, list[Order]] = {}
-    for o in orders:
-        bucket = orders_of.get(o.symbol)
-        if bucket is None:
-            orders_of[o.symbol] = [o]
-        else:
-            bucket.append(o)
-    effective_of: dict[str, Decimal] = {}
-
+    # Account totals, folded in position order.
+    total_long = total_short = upl = total_mm = ZERO
+    complete = True
+    min_liq: Decimal | None = None
     out: list[PositionExposure] = []
-    for p in positions:
-        if not p.size or p.side is None:
-            continue
-        symbol = p.symbol
-        mark = marks.get(symbol) or p.mark_price or p.entry_price
-
-        effective = effective_of.get(symbol)
-        if effective is None:
-            symbol_orders = orders_of.get(symbol)
-            if symbol_orders is None and not hedge and not p.position_idx:
-                # One-way, no order: the rule reduces to the position's own value.
-                effective = p.size * p.entry_price
+    done = False
+    # Where the fast path below replaced a previous PositionExposure (None: not known).
+    remarked: list[int] | None = None
+    if memo is not None and effective_of is not None and same_policy:
+        remarked = []
+        last_top = memo[13]
+        last_order = memo[14]
+        # The same rows, orders and policy as last time: the previous PositionExposures are
+        # those of the non-flat rows, in order, with effective values that are still right.
+        # While each symbol's table is the same object too, only marks can have moved, and a
+        # mark moves nothing but mark-dependent figures (``_at_mark``): the tiers, and so
+        # the cap proximities, the buy count and the effective values, are as before.
+        for p, last in zip(memo[4], reusable):  # noqa: B905
+            symbol = p.symbol
+            if last.table is not (None if portfolio_margin else tables.get(symbol)):
+                break  # a table changed: the general path below
+            mark = marks.get(symbol) or p.mark_price or p.entry_price
+            old = last.mark_price
+            if old is mark or old == mark:
+                pe = last
             else:
-                long_value, short_value = effective_sides(
-                    symbol, positions, symbol_orders or (), mode
-                )
-                effective = long_value if long_value >= short_value else short_value
-            effective_of[symbol] = effective
-        # Portfolio margin has no per-contract risk limits (riskId 0), so no tier figures.
-        table = None if portfolio_margin else tables.get(symbol)
+                pe = _at_mark(last, p, mark, effective_of[symbol])
+                remarked.append(len(out))
+            out.append(pe)
+            # The same fold as the general path's, below.
+            notional = pe.notional
+            if p.side is BUY:
+                total_long += notional
+            else:
+                total_short += notional
+            upl += pe.unrealized_pnl
+            mm = pe.maintenance_margin
+            if mm is None:
+                complete = False
+                total_mm += p.position_mm or ZERO
+            else:
+                total_mm += mm
+            distance = pe.liq_distance_pct
+            if distance is not None and (min_liq is None or distance < min_liq):
+                min_liq = distance
+        else:
+            done = True
+            live_rows: tuple[Position, ...] = memo[4]
+            near_cap = memo[9]
+            near: tuple[bool | None, ...] | list[bool | None] = near_memo
+            buys = memo[10]
+    if not done:
+        remarked = None
+        total_long = total_short = upl = total_mm = ZERO
+        complete = True
+        min_liq = None
+        out = []
+        near = []
+        near_cap = False
+        buys = 0
+        # The non-flat rows and, for each, the previous PositionExposure of the same row if
+        # any, with its cap proximity when known.
+        if effective_of is None:
+            effective_of = {}
+        live: list[Position] = []
+        carried: list[PositionExposure | None] = []
+        flags: list[bool | None] = []
+        by_position: dict[int, PositionExposure] | None = None
+        n_reusable = len(reusable)
+        n_near = len(near_memo)
+        for p in rows:
+            if not p.size or p.side is None:
+                continue
+            found: PositionExposure | None = None
+            flag: bool | None = None
+            if reusable:
+                # Positions usually keep their order between events: try the same slot first.
+                k = len(live)
+                found = reusable[k] if k < n_reusable else None
+                if found is not None and found.position is p:
+                    if k < n_near:
+                        flag = near_memo[k]
+                else:
+                    if by_position is None:
+                        by_position = {id(x.position): x for x in reusable}
+                    found = by_position.get(id(p))
+                    if found is not None and found.position is not p:
+                        found = None
+            live.append(p)
+            carried.append(found)
+            flags.append(flag)
+        orders_of: dict[str, list[Order]] | None = None
+        for p, found, flag in zip(live, carried, flags):  # noqa: B905
+            symbol = p.symbol
+            mark = marks.get(symbol) or p.mark_price or p.entry_price
+            effective = effective_of.get(symbol)
+            if effective is None:
+                if orders_of is None:
+                    orders_of = _orders_by_symbol(open_orders)
+                symbol_orders = orders_of.get(symbol)
+                if symbol_orders is None and not hedge and not p.position_idx:
+                    # One-way, no order: the rule reduces to the position's own value.
+                    effective = p.size * p.entry_price
+                else:
+                    long_value, short_value = effective_sides(
+                        symbol, rows, symbol_orders or (), mode
+                    )
+                    effective = long_value if long_value >= short_value else short_value
+                effective_of[symbol] = effective
+            # Portfolio margin has no per-contract risk limits (riskId 0): no tier figures.
+            table = None if portfolio_margin else tables.get(symbol)
 
-        pe: PositionExposure | None = None
-        if reusable:
-            # Positions usually keep their order between events, so try the same slot first.
-            k = len(out)
-            pe = reusable[k] if k < len(reusable) else None
-            if pe is None or pe.position is not p:
-                if by_position is None:
-                    by_position = {id(x.position): x for x in reusable}
-                pe = by_position.get(id(p))
-            if pe is not None and (
-                pe.position is not p
-                or pe.table is not table
-                or pe.mark_price != mark
-                or pe.effective_value != effective
+            # A previous PositionExposure is carried over when computed from the same row
+            # and table and an equal effective value and mark; with only the mark moved,
+            # the tier figures are carried over and the rest recomputed.
+            if (
+                found is None
+                or found.table is not table
+                or ((value := found.effective_value) is not effective and value != effective)
             ):
-                pe = None
-        if pe is None:
-            pe = _fresh_position(p, mark, effective, table, isolated)
-        out.append(pe)
+                pe = _fresh_position(p, mark, effective, table, isolated)
+                flag = None
+            else:
+                # (The cap proximity depends on the tier figures and effective value only.)
+                old = found.mark_price
+                pe = found if old is mark or old == mark else _at_mark(found, p, mark, effective)
+            out.append(pe)
 
-        notional = pe.notional
-        if p.side is BUY:
-            total_long += notional
-            buys += 1
-        else:
-            total_short += notional
-        upl += pe.unrealized_pnl
-        mm = pe.maintenance_margin
-        if mm is None:
-            complete = False
-            total_mm += p.position_mm or ZERO
-        else:
-            total_mm += mm
-        distance = pe.liq_distance_pct
-        if distance is not None and (min_liq is None or distance < min_liq):
-            min_liq = distance
-        tier = pe.tier
-        if tier is not None and not near_cap:
-            nearest = tier.risk_limit_value
-            cap = pe.leverage_cap
-            if cap is not None and cap < nearest:
-                nearest = cap
-            near_cap = effective >= near_factor * nearest
-
+            notional = pe.notional
+            if p.side is BUY:
+                total_long += notional
+                buys += 1
+            else:
+                total_short += notional
+            upl += pe.unrealized_pnl
+            mm = pe.maintenance_margin
+            if mm is None:
+                complete = False
+                total_mm += p.position_mm or ZERO
+            else:
+                total_mm += mm
+            distance = pe.liq_distance_pct
+            if distance is not None and (min_liq is None or distance < min_liq):
+                min_liq = distance
+            if not near_cap:
+                tier = pe.tier
+                if tier is not None:
+                    if flag is None:
+                        nearest = tier.risk_limit_value
+                        cap = pe.leverage_cap
+                        if cap is not None and cap < nearest:
+                            nearest = cap
+                        flag = pe.effective_value >= near_factor * nearest
+                    near_cap = flag
+            near.append(flag)
+        live_rows = tuple(live)
     margin: AccountMargin | None = None
     equity: Decimal | None = None
+    rate: Decimal | None = None
+    liquidating = False
     if wallet is not None:
         moved = upl - wallet.total_perp_upl
         equity = wallet.total_equity + moved
-        if profile.margin_mode is CROSS:
+        if margin_mode is CROSS:
             balance = wallet.total_margin_balance + moved
-            rate, liquidating = mm_rate_of(balance, total_mm)
-            margin = AccountMargin(balance, total_mm, rate, liquidating, complete)
+            # mm_rate_of, inlined.
+            if balance <= ZERO:
+                liquidating = True
+            else:
+                rate = total_mm / balance
+                liquidating = rate >= ONE
+            d = _AccountMarginDraft()
+            d.margin_balance = balance
+            d.total_maintenance_margin = total_mm
+            d.mm_rate = rate
+            d.in_liquidation = liquidating
+            d.complete = complete
+            d.__class__ = AccountMargin
+            margin = d
         elif portfolio_margin and wallet.account_mm_rate is not None:
             rate = wallet.account_mm_rate
+            liquidating = rate >= ONE
             margin = AccountMargin(
                 wallet.total_margin_balance,
                 wallet.total_maintenance_margin,
                 rate,
-                rate >= ONE,
+                liquidating,
                 True,
             )
 
     count = len(out)
+    if not count:
+        buy_share = None
+    elif memo is not None and memo[10] == buys and memo[11] == count:
+        buy_share = memo[12]
+    else:
+        buy_share = Decimal(buys) / count
     net = total_long - total_short
-    level, drivers = _level(policy, margin, min_liq, net, equity, near_cap)
-    return _account_exposure(
-        profile=profile,
-        total_long=total_long,
-        total_short=total_short,
-        net=net,
-        gross=total_long + total_short,
-        equity=equity,
-        net_share=net / equity if equity is not None and equity > ZERO else None,
-        unrealized_pnl=upl,
-        margin=margin,
-        buy_share=Decimal(buys) / count if count else None,
-        position_count=count,
-        positions=tuple(out),
-        top_risks=tuple(sorted(out, key=_risk_score, reverse=True)[:3]),
-        risk_level=level,
-        risk_drivers=drivers,
+    level, drivers = _level(policy, liquidating, rate, min_liq, net, equity, near_cap)
+    # Top risks: the three largest risk scores, ties in position order (a stable sort).
+    order: tuple[int, ...] | None
+    if remarked is None:
+        positions_out = tuple(out)
+        top = tuple(sorted(out, key=_risk_score, reverse=True)[:3])
+        order = None  # ranked when a later evaluation needs it
+    elif not remarked:
+        # The very same PositionExposures, in the same order: the same top risks.
+        positions_out = reusable
+        top = last_top
+        order = last_order
+    else:
+        positions_out = tuple(out)
+        if last_order is not None and len(remarked) == 1:
+            top, order = _reranked(out, last_order, remarked[0])
+        else:
+            top, order = _ranked(out)
+    ae = _AccountExposureDraft()
+    ae.profile = profile
+    ae.total_long = total_long
+    ae.total_short = total_short
+    ae.net = net
+    ae.gross = total_long + total_short
+    ae.equity = equity
+    ae.net_share = net / equity if equity is not None and equity > ZERO else None
+    ae.unrealized_pnl = upl
+    ae.margin = margin
+    ae.buy_share = buy_share
+    ae.position_count = count
+    ae.positions = positions_out
+    ae.top_risks = top
+    ae.risk_level = level
+    ae.risk_drivers = drivers
+    ae._reuse = (
+        hedge,
+        rows,
+        open_orders,
+        effective_of,
+        live_rows,
+        positions_out,
+        tuple(near),
+        policy,
+        near_factor,
+        near_cap,
+        buys,
+        count,
+        buy_share,
+        top,
+        order,
+        [None],
+        None if memo is None else memo[15],
     )
-
-
-_px_accounts = slot_setter(PortfolioExposure, "accounts")
-_px_total_long = slot_setter(PortfolioExposure, "total_long")
-_px_total_short = slot_setter(PortfolioExposure, "total_short")
-_px_net = slot_setter(PortfolioExposure, "net")
-_px_gross = slot_setter(PortfolioExposure, "gross")
-_px_equity = slot_setter(PortfolioExposure, "equity")
-_px_net_share = slot_setter(PortfolioExposure, "net_share")
-_px_unrealized_pnl = slot_setter(PortfolioExposure, "unrealized_pnl")
-_px_worst_margin_ratio = slot_setter(PortfolioExposure, "worst_margin_ratio")
-_px_any_in_liquidation = slot_setter(PortfolioExposure, "any_in_liquidation")
-_px_buy_share = slot_setter(PortfolioExposure, "buy_share")
-_px_position_count = slot_setter(PortfolioExposure, "position_count")
-_px_top_risks = slot_setter(PortfolioExposure, "top_risks")
-_px_risk_level = slot_setter(PortfolioExposure, "risk_level")
-_px_risk_drivers = slot_setter(PortfolioExposure, "risk_drivers")
+    ae.__class__ = AccountExposure
+    result: AccountExposure = ae
+    return result
 
 
 def _portfolio_exposure(
@@ -599,22 +898,24 @@ def _portfolio_exposure(
     risk_level: RiskLevel,
     risk_drivers: tuple[str, ...],
 ) -> PortfolioExposure:
-    px: PortfolioExposure = _new(PortfolioExposure)
-    _px_accounts(px, accounts)
-    _px_total_long(px, total_long)
-    _px_total_short(px, total_short)
-    _px_net(px, net)
-    _px_gross(px, gross)
-    _px_equity(px, equity)
-    _px_net_share(px, net_share)
-    _px_unrealized_pnl(px, unrealized_pnl)
-    _px_worst_margin_ratio(px, worst_margin_ratio)
-    _px_any_in_liquidation(px, any_in_liquidation)
-    _px_buy_share(px, buy_share)
-    _px_position_count(px, position_count)
-    _px_top_risks(px, top_risks)
-    _px_risk_level(px, risk_level)
-    _px_risk_drivers(px, risk_drivers)
+    d = _PortfolioExposureDraft()
+    d.accounts = accounts
+    d.total_long = total_long
+    d.total_short = total_short
+    d.net = net
+    d.gross = gross
+    d.equity = equity
+    d.net_share = net_share
+    d.unrealized_pnl = unrealized_pnl
+    d.worst_margin_ratio = worst_margin_ratio
+    d.any_in_liquidation = any_in_liquidation
+    d.buy_share = buy_share
+    d.position_count = position_count
+    d.top_risks = top_risks
+    d.risk_level = risk_level
+    d.risk_drivers = risk_drivers
+    d.__class__ = PortfolioExposure
+    px: PortfolioExposure = d
     return px
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 from risk_processor.engine.exposure import AccountExposure, PortfolioExposure, PositionExposure
 from risk_processor.engine.margin import maintenance_margin
@@ -27,7 +27,7 @@ from risk_processor.engine.types import (
     Position,
     Severity,
     Tier,
-    slot_setter,
+    draft_class,
 )
 
 ACCOUNT_SUBJECT = "account"
@@ -84,6 +84,17 @@ class AlertCandidate:
         """
         args = self.reason_args
         return self.reason_template.format(*args) if args else self.reason_template
+
+
+# What one position gave at an evaluation: the PositionExposure, whether its symbol's
+# rules ran, the ``active`` keys consulted and the answers, and the candidates.
+_PositionRules = tuple[
+    PositionExposure,
+    bool,
+    tuple[tuple[str, str], ...],
+    tuple[bool, ...],
+    tuple[AlertCandidate, ...],
+]
 
 
 def _lowered(threshold: Decimal, margin: Decimal) -> Decimal:
@@ -266,16 +277,34 @@ _WARNING = Severity.WARNING
 _HIGH = Severity.HIGH
 _CRITICAL = Severity.CRITICAL
 
-_c_account = slot_setter(AlertCandidate, "account")
-_c_rule = slot_setter(AlertCandidate, "rule")
-_c_subject = slot_setter(AlertCandidate, "subject")
-_c_severity = slot_setter(AlertCandidate, "severity")
-_c_value = slot_setter(AlertCandidate, "value")
-_c_threshold = slot_setter(AlertCandidate, "threshold")
-_c_reason_template = slot_setter(AlertCandidate, "reason_template")
-_c_reason_args = slot_setter(AlertCandidate, "reason_args")
-_c_numbers = slot_setter(AlertCandidate, "numbers")
-_new = object.__new__
+_AlertCandidateDraft = draft_class(AlertCandidate)
+
+
+def _new_candidate(
+    account: str,
+    rule: str,
+    subject: str,
+    severity: Severity,
+    value: Decimal,
+    threshold: Decimal,
+    reason: str,
+    args: tuple[object, ...],
+    numbers: dict[str, Decimal],
+) -> AlertCandidate:
+    """``AlertCandidate(...)`` minus the frozen ``__init__``'s per-field cost (``draft_class``)."""
+    c = _AlertCandidateDraft()
+    c.account = account
+    c.rule = rule
+    c.subject = subject
+    c.severity = severity
+    c.value = value
+    c.threshold = threshold
+    c.reason_template = reason
+    c.numbers = numbers
+    c.reason_args = args
+    c.__class__ = AlertCandidate
+    built: AlertCandidate = c
+    return built
 
 
 def _candidate(
@@ -290,18 +319,8 @@ def _candidate(
     args: tuple[object, ...] = (),
     numbers: dict[str, Decimal],
 ) -> AlertCandidate:
-    """``AlertCandidate(...)`` minus the frozen ``__init__``'s per-field cost (slot_setter)."""
-    c: AlertCandidate = _new(AlertCandidate)
-    _c_account(c, account)
-    _c_rule(c, rule)
-    _c_subject(c, subject)
-    _c_severity(c, severity)
-    _c_value(c, value)
-    _c_threshold(c, threshold)
-    _c_reason_template(c, reason)
-    _c_numbers(c, numbers)
-    _c_reason_args(c, args)
-    return c
+    """``_new_candidate`` by keyword, where readability beats the cost of the keywords."""
+    return _new_candidate(account, rule, subject, severity, value, threshold, reason, args, numbers)
 
 
 def _mm_rate_rule(
@@ -329,7 +348,7 @@ def _mm_rate_rule(
     if m.in_liquidation:
         severity, limit = _CRITICAL, ONE
     else:
-        held = bool(active) and (Rule.ACCOUNT_MM_RATE, ACCOUNT_SUBJECT) in active
+        held = bool(active) and _MM_RATE_KEY in active
         high, warning = t.mm_rate_high, t.mm_rate_warning
         if held:
             high, warning = t.clear.mm_rate_high, t.clear.mm_rate_warning
@@ -356,6 +375,28 @@ def _mm_rate_rule(
     )
 
 
+def _subject_keys(subject: str) -> tuple[tuple[str, str], ...]:
+    """``active`` keys of the rules in ``_exposure_rules``, in their order, for ``subject``."""
+    return (
+        (Rule.NET_EXPOSURE_USD, subject),
+        (Rule.NET_EXPOSURE_SHARE, subject),
+        (Rule.DIRECTION_BIAS, subject),
+        (Rule.CORRELATION_RISK, subject),
+        (Rule.UNREALIZED_LOSS, subject),
+    )
+
+
+_SUBJECT_KEYS = {s: _subject_keys(s) for s in (ACCOUNT_SUBJECT, PORTFOLIO)}
+_MM_RATE_KEY = (Rule.ACCOUNT_MM_RATE, ACCOUNT_SUBJECT)
+
+
+# What the direction-bias and correlation rules gave: the buy share (object) and position
+# count they saw, the ``active`` keys consulted and the answers, and the candidates.
+_BiasRules = tuple[
+    Decimal, int, tuple[tuple[str, str], ...], tuple[bool, ...], tuple[AlertCandidate, ...]
+]
+
+
 def _exposure_rules(
     out: list[AlertCandidate],
     account: str,
@@ -367,109 +408,175 @@ def _exposure_rules(
     upl: Decimal,
     t: Thresholds,
     active: Set[tuple[str, str]],
-) -> None:
-    """Rules shared by an account and the portfolio; appends to ``out``."""
+    bias_before: _BiasRules | None = None,
+) -> _BiasRules | None:
+    """Rules shared by an account and the portfolio; appends to ``out``.
+
+    Each rule first checks its value against both its raise and its clear level: only when
+    one of them is crossed does it matter whether its alert is active.
+
+    ``bias_before`` is what the direction-bias and correlation rules gave at an earlier
+    call with the same account, subject and thresholds; it is reused when it saw the very
+    same buy share object, the same count and the same answers from ``active``. Returns
+    what those rules gave this time (``None`` when they did not apply).
+    """
+    keys = _SUBJECT_KEYS.get(subject) or _subject_keys(subject)
+    clear = t.clear
     size = abs(net)
 
     limit = t.net_exposure_usd
-    if active and (Rule.NET_EXPOSURE_USD, subject) in active:
-        limit = t.clear.net_exposure_usd
-    if size > limit:
-        out.append(
-            _candidate(
-                account,
-                Rule.NET_EXPOSURE_USD,
-                subject,
-                _WARNING,
-                value=size,
-                threshold=t.net_exposure_usd,
-                reason="net exposure {0:,.2f} USD is above {1:,.2f} USD",
-                args=(net, t.net_exposure_usd),
-                numbers={"net": net},
-            )
-        )
-
-    if net_share is not None:
-        share = abs(net_share)
-        high, warning = t.net_share_high, t.net_share_warning
-        if active and (Rule.NET_EXPOSURE_SHARE, subject) in active:
-            high, warning = t.clear.net_share_high, t.clear.net_share_warning
-        if share > warning:
-            severity, crossed = (
-                (_HIGH, t.net_share_high) if share > high else (_WARNING, t.net_share_warning)
-            )
+    if size > limit or size > clear.net_exposure_usd:
+        if active and keys[0] in active:
+            limit = clear.net_exposure_usd
+        if size > limit:
             out.append(
-                _candidate(
+                _new_candidate(
                     account,
-                    Rule.NET_EXPOSURE_SHARE,
+                    Rule.NET_EXPOSURE_USD,
                     subject,
-                    severity,
-                    value=share,
-                    threshold=crossed,
-                    reason="net exposure is {0:.1%} of equity (limit {1:.1%})",
-                    args=(share, crossed),
-                    numbers={"net": net, "net_share": net_share},
+                    _WARNING,
+                    size,
+                    t.net_exposure_usd,
+                    "net exposure {0:,.2f} USD is above {1:,.2f} USD",
+                    (net, t.net_exposure_usd),
+                    {"net": net},
                 )
             )
 
+    if net_share is not None:
+        share = abs(net_share)
+        warning = t.net_share_warning
+        if share > warning or share > clear.net_share_warning:
+            high = t.net_share_high
+            if active and keys[1] in active:
+                high, warning = clear.net_share_high, clear.net_share_warning
+            if share > warning:
+                severity, crossed = (
+                    (_HIGH, t.net_share_high) if share > high else (_WARNING, t.net_share_warning)
+                )
+                out.append(
+                    _new_candidate(
+                        account,
+                        Rule.NET_EXPOSURE_SHARE,
+                        subject,
+                        severity,
+                        share,
+                        crossed,
+                        "net exposure is {0:.1%} of equity (limit {1:.1%})",
+                        (share, crossed),
+                        {"net": net, "net_share": net_share},
+                    )
+                )
+
+    bias: _BiasRules | None = None
     if buy_share is not None and count >= t.min_positions_for_bias:
-        high, low = t.buy_share_high, t.buy_share_low
-        if active and (Rule.DIRECTION_BIAS, subject) in active:
-            high, low = t.clear.buy_share_high, t.clear.buy_share_low
+        if (
+            bias_before is not None
+            and bias_before[0] is buy_share
+            and bias_before[1] == count
+            and (
+                not (keys_before := bias_before[2])
+                or (
+                    (bool(active) and keys_before[0] in active) is bias_before[3][0]
+                    and (
+                        len(keys_before) == 1
+                        or (bool(active) and keys_before[1] in active) is bias_before[3][1]
+                    )
+                )
+            )
+        ):
+            bias = bias_before
+            out.extend(bias[4])
+        else:
+            bias = _bias_rules(out, account, subject, buy_share, count, t, active, keys)
+
+    limit = t.unrealized_loss_usd
+    if upl < limit or upl < clear.unrealized_loss_usd:
+        if active and keys[4] in active:
+            limit = clear.unrealized_loss_usd
+        if upl < limit:
+            out.append(
+                _new_candidate(
+                    account,
+                    Rule.UNREALIZED_LOSS,
+                    subject,
+                    _WARNING,
+                    upl,
+                    t.unrealized_loss_usd,
+                    "unrealized PnL {0:,.2f} USD is below {1:,.2f} USD",
+                    (upl, t.unrealized_loss_usd),
+                    {"unrealized_pnl": upl},
+                )
+            )
+    return bias
+
+
+def _bias_rules(
+    out: list[AlertCandidate],
+    account: str,
+    subject: str,
+    buy_share: Decimal,
+    count: int,
+    t: Thresholds,
+    active: Set[tuple[str, str]],
+    keys: tuple[tuple[str, str], ...],
+) -> _BiasRules:
+    """Direction bias and correlation; appends to ``out`` and returns what they gave."""
+    start = len(out)
+    consulted: tuple[tuple[str, str], ...] = ()
+    answers: tuple[bool, ...] = ()
+    clear = t.clear
+    high, low = t.buy_share_high, t.buy_share_low
+    if (
+        buy_share > high
+        or buy_share < low
+        or buy_share > clear.buy_share_high
+        or buy_share < clear.buy_share_low
+    ):
+        held = bool(active) and keys[2] in active
+        consulted, answers = (keys[2],), (held,)
+        if held:
+            high, low = clear.buy_share_high, clear.buy_share_low
         if buy_share > high or buy_share < low:
             out.append(
-                _candidate(
+                _new_candidate(
                     account,
                     Rule.DIRECTION_BIAS,
                     subject,
                     _WARNING,
-                    value=buy_share,
-                    threshold=t.buy_share_high if buy_share > high else t.buy_share_low,
-                    reason="{0:.1%} of {1} positions are on the buy side (outside {2:.1%}–{3:.1%})",
-                    args=(buy_share, count, t.buy_share_low, t.buy_share_high),
-                    numbers={"buy_share": buy_share, "positions": Decimal(count)},
+                    buy_share,
+                    t.buy_share_high if buy_share > high else t.buy_share_low,
+                    "{0:.1%} of {1} positions are on the buy side (outside {2:.1%}–{3:.1%})",
+                    (buy_share, count, t.buy_share_low, t.buy_share_high),
+                    {"buy_share": buy_share, "positions": Decimal(count)},
                 )
             )
 
-        sell_share = ONE - buy_share
-        same = buy_share if buy_share >= sell_share else sell_share
-        limit = t.same_side_share
-        if active and (Rule.CORRELATION_RISK, subject) in active:
-            limit = t.clear.same_side_share
+    sell_share = ONE - buy_share
+    same = buy_share if buy_share >= sell_share else sell_share
+    limit = t.same_side_share
+    if same > limit or same > clear.same_side_share:
+        held = bool(active) and keys[3] in active
+        consulted, answers = (*consulted, keys[3]), (*answers, held)
+        if held:
+            limit = clear.same_side_share
         if same > limit:
             side = "buy" if buy_share >= sell_share else "sell"
             out.append(
-                _candidate(
+                _new_candidate(
                     account,
                     Rule.CORRELATION_RISK,
                     subject,
                     _INFO,
-                    value=same,
-                    threshold=t.same_side_share,
-                    reason="{0:.1%} of {1} positions are on the {2} side: they move together"
+                    same,
+                    t.same_side_share,
+                    "{0:.1%} of {1} positions are on the {2} side: they move together"
                     " in a market-wide move",
-                    args=(same, count, side),
-                    numbers={"same_side_share": same, "positions": Decimal(count)},
+                    (same, count, side),
+                    {"same_side_share": same, "positions": Decimal(count)},
                 )
             )
-
-    limit = t.unrealized_loss_usd
-    if active and (Rule.UNREALIZED_LOSS, subject) in active:
-        limit = t.clear.unrealized_loss_usd
-    if upl < limit:
-        out.append(
-            _candidate(
-                account,
-                Rule.UNREALIZED_LOSS,
-                subject,
-                _WARNING,
-                value=upl,
-                threshold=t.unrealized_loss_usd,
-                reason="unrealized PnL {0:,.2f} USD is below {1:,.2f} USD",
-                args=(upl, t.unrealized_loss_usd),
-                numbers={"unrealized_pnl": upl},
-            )
-        )
+    return buy_share, count, consulted, answers, tuple(out[start:])
 
 
 def _liquidation_rule(
@@ -479,10 +586,11 @@ def _liquidation_rule(
     pe: PositionExposure,
     distance: Decimal,
     t: Thresholds,
-    active: Set[tuple[str, str]],
+    held: bool,
 ) -> None:
+    """``held``: the alert of (liquidation distance, ``subject``) is active."""
     high, warning = t.liq_distance_high_pct, t.liq_distance_warning_pct
-    if active and (Rule.LIQUIDATION_DISTANCE, subject) in active:
+    if held:
         high, warning = t.clear.liq_distance_high_pct, t.clear.liq_distance_warning_pct
     if distance > warning:
         return
@@ -570,9 +678,12 @@ def _symbol_rules(
     pe: PositionExposure,
     tier: Tier,
     t: Thresholds,
-    active: Set[tuple[str, str]],
+    held: bool,
 ) -> None:
-    """Tier-cap proximity and blocked orders: figures of the symbol, both hedge sides."""
+    """Tier-cap proximity and blocked orders: figures of the symbol, both hedge sides.
+
+    ``held``: the alert of (tier cap proximity, the symbol) is active.
+    """
     symbol = pe.position.symbol
     leverage = pe.position.leverage
     effective = pe.effective_value
@@ -583,7 +694,7 @@ def _symbol_rules(
     nearest = cap if cap is not None and leverage_bound else tier_limit
 
     floor = ONE - t.tier_cap_proximity
-    if active and (Rule.TIER_CAP_PROXIMITY, symbol) in active:
+    if held:
         floor = t.clear.cap_floor
     if effective >= floor * nearest:
         utilization = effective / nearest
@@ -653,13 +764,42 @@ def evaluate_account(
     reduce-only (HIGH) and scheduled system adjustments (WARNING). Symbol rules (subject
     the symbol): effective value >= (1 − proximity) × the nearest cap (WARNING); effective
     value above the leverage cap, so orders adding to it are rejected (HIGH).
+
+    When ``exposure`` came from ``account_exposure(previous=...)`` and ``previous`` was
+    evaluated with the same thresholds object, what an unchanged position (the very same
+    ``PositionExposure``) and the direction-bias rules gave then is reused whenever the
+    ``active`` keys they consulted answer the same; the candidates are the same either way.
     """
     account = exposure.profile.account
     out: list[AlertCandidate] = []
-    mm = _mm_rate_rule(account, exposure, thresholds, active)
-    if mm is not None:
-        out.append(mm)
-    _exposure_rules(
+    m = exposure.margin
+    if m is not None:
+        rate = m.mm_rate
+        # The rule fires only from the lower of its warning and clear levels up.
+        if (
+            rate is None
+            or m.in_liquidation
+            or rate >= thresholds.mm_rate_warning
+            or rate >= thresholds.clear.mm_rate_warning
+        ):
+            mm = _mm_rate_rule(account, exposure, thresholds, active)
+            if mm is not None:
+                out.append(mm)
+    # What this account's previous evaluation gave, when it used the same thresholds: see
+    # ``_exposure_rules`` and the position loop below for when a part of it is reused.
+    before: tuple[_PositionRules | None, ...] = ()
+    bias_before: _BiasRules | None = None
+    memo = exposure._reuse
+    cell: list[Any] | None = None
+    if memo is not None:
+        cell = memo[15]
+        previous = memo[16]
+        if previous is not None:
+            last = previous[0]
+            if last is not None and last[0] is thresholds and last[1] == account:
+                before = last[2]
+                bias_before = last[3]
+    bias = _exposure_rules(
         out,
         account,
         ACCOUNT_SUBJECT,
@@ -670,15 +810,61 @@ def evaluate_account(
         exposure.unrealized_pnl,
         thresholds,
         active,
+        bias_before,
     )
-    # Cheap guards first: a rule's own function runs only when its condition may hold. The
-    # guards use the relaxed (clear) levels, which are never stricter than the raise levels.
+    # Position and symbol rules, position by position. Cheap guards first: a rule's own
+    # function runs only when its condition may hold. The guards use the relaxed (clear)
+    # levels, which are never stricter than the raise levels.
+    #
+    # What a position gave at the previous evaluation of this account is reused when its
+    # inputs are the same: the very same PositionExposure (so the same figures), the same
+    # thresholds object and account, whether its symbol's rules ran (hedge sides share
+    # them), and the same answer for each ``active`` key that was consulted.
     liq_guard = thresholds.clear.liq_distance_warning_pct
     cap_guard = thresholds.clear.cap_floor
     hedge = exposure.profile.position_mode is HEDGE
     symbols_done: set[str] = set()
-    for pe in exposure.positions:
-        p = pe.position
+    positions = exposure.positions
+    if len(before) != len(positions):
+        before = (*before, *(None,) * len(positions))[: len(positions)]
+    done: list[_PositionRules] = []
+    # (zip without strict=: the lengths are equal, and the keyword costs a parse per call.)
+    for pe, entry in zip(positions, before):  # noqa: B905
+        if hedge:
+            p = pe.position
+            tier = pe.tier
+            symbol_rules = tier is not None
+            if symbol_rules:
+                # Both hedge sides share the symbol's figures; evaluate them once.
+                if p.symbol in symbols_done:
+                    symbol_rules = False
+                else:
+                    symbols_done.add(p.symbol)
+        if (
+            entry is not None
+            and entry[0] is pe
+            # (Outside hedge mode, the same PositionExposure means the same symbol_rules.)
+            and (not hedge or entry[1] is symbol_rules)
+            and (
+                not (keys := entry[2])
+                or (
+                    (bool(active) and keys[0] in active) is entry[3][0]
+                    and (len(keys) == 1 or (bool(active) and keys[1] in active) is entry[3][1])
+                )
+            )
+        ):
+            found = entry[4]
+            if found:
+                out.extend(found)
+            done.append(entry)
+            continue
+        if not hedge:
+            p = pe.position
+            tier = pe.tier
+            symbol_rules = tier is not None
+        start = len(out)
+        consulted: tuple[tuple[str, str], ...] = ()
+        answers: tuple[bool, ...] = ()
         distance = pe.liq_distance_pct
         near_liquidation = distance is not None and distance <= liq_guard
         flagged = (
@@ -689,25 +875,30 @@ def evaluate_account(
         if near_liquidation or flagged:
             subject = position_subject(p)
             if distance is not None and near_liquidation:
-                _liquidation_rule(out, account, subject, pe, distance, thresholds, active)
+                key = (Rule.LIQUIDATION_DISTANCE, subject)
+                held = bool(active) and key in active
+                consulted, answers = (key,), (held,)
+                _liquidation_rule(out, account, subject, pe, distance, thresholds, held)
             if flagged:
                 _bybit_flag_rules(out, account, subject, p)
-        tier = pe.tier
-        if tier is None:
-            continue
-        if hedge:
-            # Both hedge sides share the symbol's figures; evaluate them once.
-            if p.symbol in symbols_done:
-                continue
-            symbols_done.add(p.symbol)
-        nearest = tier.risk_limit_value
-        cap = pe.leverage_cap
-        if cap is not None and cap < nearest:
-            nearest = cap
-        # effective > cap implies effective > cap_guard × nearest, so this also covers
-        # blocked orders; a leverage above every tier's maximum has no cap at all.
-        if pe.effective_value >= cap_guard * nearest or (cap is None and p.leverage):
-            _symbol_rules(out, account, pe, tier, thresholds, active)
+        if tier is not None and symbol_rules:
+            nearest = tier.risk_limit_value
+            cap = pe.leverage_cap
+            if cap is not None and cap < nearest:
+                nearest = cap
+            # effective > cap implies effective > cap_guard × nearest, so this also covers
+            # blocked orders; a leverage above every tier's maximum has no cap at all.
+            if pe.effective_value >= cap_guard * nearest or (cap is None and p.leverage):
+                key = (Rule.TIER_CAP_PROXIMITY, p.symbol)
+                held = bool(active) and key in active
+                consulted, answers = (*consulted, key), (*answers, held)
+                _symbol_rules(out, account, pe, tier, thresholds, held)
+        done.append(
+            (pe, symbol_rules, consulted, answers, tuple(out[start:]) if len(out) > start else ())
+        )
+    if cell is not None:
+        # For the evaluation of the next exposure computed with ``previous=exposure``.
+        cell[0] = (thresholds, account, tuple(done), bias)
     return out
 
 
@@ -750,7 +941,7 @@ def tier_moved_up(
     formula a value below the new tier's lower boundary (the move came from open orders)
     costs no extra MM. The subject names the new tier, so each move is its own alert.
     """
-    if new_tier.risk_limit_value <= old_tier.risk_limit_value:
+    if new_tier is old_tier or new_tier.risk_limit_value <= old_tier.risk_limit_value:
         return None
     extra_mm = maintenance_margin(position_value, new_tier) - maintenance_margin(
         position_value, old_tier

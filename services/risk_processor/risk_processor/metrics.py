@@ -1,0 +1,96 @@
+"""Prometheus metrics of the risk processor (prefix ``risk_processor_``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from riskwatch_common import metrics as m
+
+_EVAL_BUCKETS = (0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    events_processed: Counter
+    evaluation_seconds: Histogram
+    batch_seconds: Histogram
+    snapshots_emitted: Counter
+    alerts: Counter
+    input_to_alert_seconds: Histogram
+    stale_dropped: Counter
+    risk_id_disagreements: Counter
+    dead_lettered: Counter
+    reevaluations_requested: Counter
+    platform_changes: Counter
+    replayed_alerts_suppressed: Counter
+    evaluation_failures: Counter
+    accounts: Gauge
+    input_lag_seconds: Histogram
+
+
+def build() -> Metrics:
+    """Get-or-create every collector (tests build several processors in one process)."""
+    p = "risk_processor"
+    return Metrics(
+        events_processed=m.counter(
+            f"{p}_events_processed_total", "Input records handled, by event type", ["type"]
+        ),
+        evaluation_seconds=m.histogram(
+            f"{p}_evaluation_seconds",
+            "Engine time of one account or portfolio evaluation",
+            ["scope"],
+            buckets=_EVAL_BUCKETS,
+        ),
+        batch_seconds=m.histogram(
+            f"{p}_batch_seconds", "Time to handle one batch of records", ["agent"]
+        ),
+        snapshots_emitted=m.counter(
+            f"{p}_exposure_snapshots_emitted_total", "Exposure snapshots published", ["scope"]
+        ),
+        alerts=m.counter(
+            f"{p}_alerts_total", "Alert transitions published", ["rule", "transition"]
+        ),
+        input_to_alert_seconds=m.histogram(
+            f"{p}_input_to_alert_seconds",
+            "From the causing input's produced_at to publishing the alert",
+            [],
+        ),
+        stale_dropped=m.counter(
+            f"{p}_stale_updates_dropped_total",
+            "Updates dropped as duplicates or older than the state held",
+            ["type"],
+        ),
+        risk_id_disagreements=m.counter(
+            f"{p}_risk_id_disagreements_total",
+            "Positions whose Bybit riskId differs from the tier the engine computed",
+        ),
+        dead_lettered=m.counter(
+            f"{p}_records_dead_lettered_total",
+            "Input records sent to a dead-letter topic",
+            ["topic", "reason"],
+        ),
+        reevaluations_requested=m.counter(
+            f"{p}_reevaluations_requested_total",
+            "Re-evaluations requested for an account, by reason",
+            ["reason"],
+        ),
+        platform_changes=m.counter(
+            f"{p}_platform_changes_detected_total",
+            "Tier-table changes found affecting an account",
+        ),
+        replayed_alerts_suppressed=m.counter(
+            f"{p}_replayed_alerts_suppressed_total",
+            "Transitions found already published (replay after a crash) and not re-sent",
+        ),
+        evaluation_failures=m.counter(
+            f"{p}_evaluation_failures_total", "Evaluations that raised", ["scope"]
+        ),
+        accounts=m.gauge(f"{p}_accounts", "Accounts held by this worker"),
+        input_lag_seconds=m.histogram(
+            f"{p}_input_lag_seconds",
+            "Age (now - produced_at) of the newest account event when its batch is handled",
+            [],
+        ),
+    )

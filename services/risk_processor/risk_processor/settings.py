@@ -1,0 +1,90 @@
+"""Risk processor settings (env prefix ``RISK_PROCESSOR_``); thresholds may live in a file."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from riskwatch_common.settings import ServiceSettings
+
+
+class RiskProcessorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RISK_PROCESSOR_")
+
+    http_port: int = Field(default=8082, ge=0, le=65535)
+
+    app_id: str = Field(
+        default="risk-processor",
+        min_length=1,
+        description="Faust app id: consumer group and changelog-topic prefix (namespaced).",
+    )
+    store: str = Field(
+        default="memory://",
+        description="Faust table store: memory:// (replays changelogs at start) in dev, "
+        "rocksdb:// (rocksdict driver; recovers only what it missed) in production.",
+    )
+    data_dir: Path = Field(
+        default=Path("var/risk-processor"), description="Faust data dir (RocksDB files)."
+    )
+    recovery_consistency_check: bool = Field(
+        default=True,
+        description="Faust's check that a RocksDB file is not ahead of its changelog. Turn "
+        "it off only on the embedded broker with rocksdb://: Tansu reports a partition's "
+        "end as the last batch's first offset + 1, which fails the check after a restart.",
+    )
+    table_standby_replicas: int = Field(
+        default=0, ge=0, description="Hot standbys per table partition; 1 with >1 worker."
+    )
+
+    reevaluate_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Cadence of mark-price / tier-table re-evaluation: each account whose "
+        "marks or tables moved is re-evaluated at most once per interval.",
+    )
+    snapshot_interval_ms: int = Field(
+        default=250,
+        ge=0,
+        description="Least time between two exposure snapshots of one account (or the "
+        "portfolio); the latest state is always published, at the end of the interval.",
+    )
+    portfolio_interval_ms: int = Field(
+        default=50,
+        ge=0,
+        description="Least time between two portfolio evaluations (each is O(accounts)); "
+        "a change is evaluated at once when the last evaluation is older than this.",
+    )
+    batch_max_events: int = Field(
+        default=5000, ge=1, description="Most records handled in one batch."
+    )
+    batch_gather_ms: int = Field(
+        default=20,
+        ge=0,
+        description="Most time a batch keeps collecting records that are still arriving.",
+    )
+    buffer_events: int = Field(
+        default=20000, ge=1, description="Records buffered per input before fetching pauses."
+    )
+    batch_drain: bool = Field(
+        default=True,
+        description="Deliver fetched records with one flow race per batch (transport.py).",
+    )
+
+    thresholds_file: Path | None = Field(
+        default=None, description="YAML/JSON file of thresholds per account/group/portfolio."
+    )
+    net_exposure_limit_usd: Decimal | None = Field(
+        default=None, gt=0, description="Overrides the base net-exposure threshold (USD)."
+    )
+    alert_tail_records: int = Field(
+        default=1000,
+        ge=0,
+        description="Records per alerts partition read at start to recognise transitions "
+        "already published before a crash.",
+    )
+    dedup_window: int = Field(
+        default=4096, ge=0, description="Event ids remembered per worker for duplicate drops."
+    )

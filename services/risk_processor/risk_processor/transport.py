@@ -1,0 +1,205 @@
+"""Faust's aiokafka transport, adjusted for latency on Tansu and for per-event cost.
+
+Three changes, each by subclassing (no global monkeypatch, so other Faust apps in the same
+process keep stock behaviour):
+
+1. **Fetch wait.** Faust builds its worker consumer with ``fetch_max_wait_ms=1500``
+   hard-coded (``faust/transport/drivers/aiokafka.py``, ``_create_worker_consumer``). Apache
+   Kafka answers a waiting fetch as soon as data arrives, so there it only bounds idle polls;
+   Tansu never wakes a waiting fetch, so every hop would cost up to 1.5 s. The consumer
+   thread below sets the wait from ``KafkaSettings.fetch_max_wait_ms`` on the consumer
+   before it starts (the fetcher reads it in ``start()``), and fails loudly if aiokafka
+   ever renames the attribute instead of silently keeping 1.5 s.
+2. **Delivery loop.** Faust's ``Consumer._drain_messages`` races *every* message against
+   the flow-suspension event with ``wait_first``: four tasks and an ``asyncio.wait`` per
+   record, which is about half of Faust's per-event CPU. ``BatchDrainConsumer`` keeps the
+   loop's semantics (read offsets, gap tracking for compacted topics, commit_every, yield
+   every 100 records, abandoning delivery the moment a rebalance suspends the flow) but
+   races once per fetched batch. ``FAUST_DRAIN_FINGERPRINT`` pins the upstream source it
+   mirrors; a test fails when a Faust upgrade changes it, so the copy is reviewed.
+3. **Producer idempotence.** Faust turns idempotence on only inside exactly-once
+   transactions; ours follows ``KafkaSettings.enable_idempotence`` (on for Apache Kafka,
+   off for Tansu, which rejects ``InitProducerId`` v0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
+
+import faust
+from faust.transport.consumer import Consumer as FaustBaseConsumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+# sha256 of the source of faust.transport.consumer.Consumer._drain_messages (0.15.3) that
+# BatchDrainConsumer._drain_messages mirrors.
+FAUST_DRAIN_FINGERPRINT = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+
+
+FAUST_LOGGER = "risk_processor.faust"
+"""Logger of the Faust services we subclass (the app, consumer, producer)."""
+
+
+def drain_fingerprint() -> str:
+    """sha256 of Faust's own delivery loop, to notice upstream changes."""
+    source = inspect.getsource(FaustBaseConsumer._drain_messages)
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """The aiokafka consumer thread with a configurable fetch wait."""
+
+    fetch_max_wait_ms: int = 1500
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        if not hasattr(consumer, "_fetch_max_wait_ms"):
+            raise RuntimeError(
+                "aiokafka no longer has AIOKafkaConsumer._fetch_max_wait_ms; "
+                "update risk_processor.transport"
+            )
+        # Read by AIOKafkaConsumer.start() when it builds its Fetcher, which has not
+        # happened yet: on_start() creates the consumer and only then starts it.
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        return consumer
+
+
+class _TunedConsumer(faust_aiokafka.Consumer):
+    thread_class: type[_TunedConsumerThread] = _TunedConsumerThread
+
+    def _new_consumer_thread(self) -> _TunedConsumerThread:
+        return self.thread_class(self, loop=self.loop, beacon=self.beacon)
+
+
+class _BatchDrainConsumer(_TunedConsumer):
+    """Faust's consumer with one flow-suspension race per fetched batch (see module doc)."""
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - hot loop
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        flag_consumer_fetching = "FETCHING"
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = cast(AsyncIterator[Any], getmany(timeout=1.0))
+                # As upstream: getmany may return at once in a loop, so give others a turn.
+                await self.sleep(0)
+                if not self.should_stop:
+                    # Abandon the rest of the batch when a rebalance suspends the flow,
+                    # exactly as upstream abandons the one message it was delivering;
+                    # undelivered records keep their read offset and are fetched again
+                    # after the rebalance seeks to the committed offsets.
+                    await self.wait_first(self._deliver(ait), self.suspend_flow.wait())
+                unset_flag(flag_consumer_fetching)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(flag_consumer_fetching)
+
+    async def _deliver(self, ait: AsyncIterator[Any]) -> None:  # pragma: no cover - hot loop
+        callback = self.callback
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        since_yield = 0
+        async for tp, message in ait:
+            since_yield += 1
+            if since_yield > 100:
+                await asyncio.sleep(0)
+                since_yield = 0
+            offset = message.offset
+            r_offset = get_read_offset(tp)
+            if r_offset is None or offset >= r_offset:
+                gap = offset - (r_offset or 0)
+                # A gap (compaction, transaction markers) must be acked explicitly or
+                # the committed offset would stop below it forever.
+                if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                    await self._add_gap(tp, r_offset + 1, offset)
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                await callback(message)
+                set_read_offset(tp, offset)
+
+
+class _IdempotenceProducer(faust_aiokafka.Producer):
+    enable_idempotence: bool = False
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        extra = dict(super()._settings_extra())
+        if self.enable_idempotence:
+            extra.update(acks="all", enable_idempotence=True)
+        return extra
+
+
+def transport_class(
+    *, fetch_max_wait_ms: int, enable_idempotence: bool, batch_drain: bool
+) -> type[Any]:
+    """A Faust aiokafka ``Transport`` class with our consumer and producer.
+
+    Classes are built per app (not module globals) so two apps in one process, as in tests
+    and the benchmark, can differ.
+    """
+    # mode names each service's logger after its class's module; classes built by type()
+    # over ABCMeta bases would say "abc". One name for all of Faust's own services.
+    mod = {"__module__": FAUST_LOGGER}
+    thread = type(
+        "TunedConsumerThread",
+        (_TunedConsumerThread,),
+        {**mod, "fetch_max_wait_ms": fetch_max_wait_ms},
+    )
+    base = _BatchDrainConsumer if batch_drain else _TunedConsumer
+    consumer = type("TunedConsumer", (base,), {**mod, "thread_class": thread})
+    producer = type(
+        "TunedProducer",
+        (_IdempotenceProducer,),
+        {**mod, "enable_idempotence": enable_idempotence},
+    )
+    return type(
+        "TunedTransport",
+        (faust_aiokafka.Transport,),
+        {**mod, "Consumer": consumer, "Producer": producer},
+    )
+
+
+class TunedApp(faust.App):
+    """A Faust app whose consumer and producer transports are ``transport_cls``.
+
+    Faust picks its transport from the broker URL scheme through a global registry;
+    overriding the two factory methods keeps the choice local to this app.
+    """
+
+    transport_cls: type[Any] = faust_aiokafka.Transport
+
+    def _new_transport(self) -> Any:
+        return self.transport_cls(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> Any:
+        return self.transport_cls(self.conf.broker_producer, self)
+
+
+def quiet_faust_logs(level: int) -> None:
+    """Faust logs every service start/stop and recovery tables at INFO, many lines each;
+    keep them at WARNING unless the service itself runs at DEBUG."""
+    if level > logging.DEBUG:
+        for name in ("faust", "mode", FAUST_LOGGER):
+            logging.getLogger(name).setLevel(max(level, logging.WARNING))

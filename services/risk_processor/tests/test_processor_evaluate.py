@@ -1,0 +1,265 @@
+"""One evaluation, without a broker: engine in, snapshot and alert events out."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from risk_processor import state
+from risk_processor.config import load_config, parse_config
+from risk_processor.engine import DEFAULT_THRESHOLDS
+from risk_processor.evaluate import AccountState, evaluate_account, evaluate_portfolio
+from risk_processor.outputs import Cause, account_snapshot, exposure_key, portfolio_snapshot
+from risk_processor.testing import BRIEF_BTC_TIERS, T0, order, position, tier_table, wallet
+from riskwatch_common.contracts import ExposureSnapshotted, Side
+from riskwatch_common.settings import ConfigError
+from riskwatch_common.topics import EXPOSURES
+
+D = Decimal
+CAUSE = Cause("corr-1", T0, T0)
+MARKS = {"BTCUSDT": D(70000), "ETHUSDT": D(3520), "SOLUSDT": D("176.5"), "BNBUSDT": D(584)}
+
+
+def account(name: str, *events: object) -> AccountState:
+    positions: dict[str, state.PositionEntry] = {}
+    orders = state.OrderBook()
+    held_wallet = None
+    for e in events:
+        if e.event_type == "PositionUpdated":  # type: ignore[attr-defined]
+            state.apply_position(positions, e)  # type: ignore[arg-type]
+        elif e.event_type == "OrderUpdated":  # type: ignore[attr-defined]
+            state.apply_order(orders, e)  # type: ignore[arg-type]
+        else:
+            held_wallet = state.apply_wallet(held_wallet, e)  # type: ignore[arg-type]
+    return AccountState(name, positions, orders, held_wallet)
+
+
+def evaluate(acc: AccountState, config=None, *, tiers=None, now=T0):  # type: ignore[no-untyped-def]
+    return evaluate_account(
+        acc,
+        marks=MARKS,
+        tiers=tiers or {},
+        config=config or parse_config({}),
+        now=now,
+        cause=CAUSE,
+        source="risk-processor/test",
+    )
+
+
+SAMPLE = {
+    "main": account(
+        "main",
+        position("main", "BTCUSDT", Side.BUY, "0.5", 67500, 10),
+        position("main", "ETHUSDT", Side.BUY, 5, 3450, 5),
+    ),
+    "sub_trading": account(
+        "sub_trading", position("sub_trading", "SOLUSDT", Side.SELL, 100, 175, 3)
+    ),
+    "sub_hedge": account("sub_hedge", position("sub_hedge", "BNBUSDT", Side.BUY, 20, 580, 8)),
+}
+
+
+def test_account_snapshot_wire_form_is_a_valid_contract_event_with_the_engine_numbers() -> None:
+    result = evaluate(SAMPLE["main"])
+    body, _ = account_snapshot(result.exposure, now=T0, cause=CAUSE, source="rp/test")
+    snap = EXPOSURES.decode(body)
+    assert isinstance(snap, ExposureSnapshotted)
+    assert snap.total_long == D("0.5") * 70000 + 5 * D(3520)
+    assert snap.unrealised_pnl == D(1600)
+    assert snap.correlation_id == "corr-1"
+    assert snap.produced_at == T0
+    assert {p.symbol: p.notional for p in snap.positions} == {
+        "BTCUSDT": D(35000),
+        "ETHUSDT": D(17600),
+    }
+    # The id is a digest of the content: same content, same id, whenever it is produced.
+    again, _ = account_snapshot(
+        result.exposure, now=T0 + timedelta(hours=1), cause=CAUSE, source="x"
+    )
+    assert EXPOSURES.decode(again).event_id == snap.event_id
+
+
+def test_sample_portfolio_numbers_and_portfolio_alerts() -> None:
+    summaries = {
+        name: state.AccountSummary(evaluate(acc).exposure, 0, "c", 0)
+        for name, acc in SAMPLE.items()
+    }
+    result = evaluate_portfolio(
+        summaries, state.EMPTY_RISK, config=parse_config({}), now=T0, cause=CAUSE, source="rp"
+    )
+    p = result.exposure
+    assert (p.total_long, p.total_short, p.net, p.gross) == (D(64280), D(17650), D(46630), D(81930))
+    assert p.unrealized_pnl == D(1530)
+    rules = {a.rule: a for a in result.alerts}
+    assert set(rules) == {"net_exposure_usd", "direction_bias", "correlation_risk"}
+    assert rules["net_exposure_usd"].numbers["net"] == D(46630)
+    assert all(a.account == "portfolio" and a.correlation_id == "corr-1" for a in result.alerts)
+    body, _ = portfolio_snapshot(p, now=T0, cause=CAUSE, source="rp")
+    snap = EXPOSURES.decode(body)
+    assert snap.net == D(46630)
+    assert snap.buy_side_share == D("0.75")
+    assert snap.positions == ()
+
+
+def test_alert_event_ids_are_the_same_on_replay_and_new_after_a_resolve() -> None:
+    acc = SAMPLE["sub_hedge"]
+    first = evaluate(acc)
+    replay = evaluate(acc, now=T0 + timedelta(seconds=5))  # same state, later clock
+    assert [a.event_id for a in first.alerts] == [a.event_id for a in replay.alerts]
+    assert first.risk.seqs == {a.alert_id: 1 for a in first.alerts}
+
+    # Close the position: the alert resolves after clear_after absences, then re-raises
+    # with a new id (the transition count survives the resolution).
+    flat = account("sub_hedge", position("sub_hedge", "BNBUSDT", None, 0, 0, 8, seq=2))
+    held = AccountState("sub_hedge", flat.positions, risk=first.risk)
+    resolved = None
+    for i in range(5):
+        step = evaluate(held, now=T0 + timedelta(seconds=i + 1))
+        held = AccountState("sub_hedge", flat.positions, risk=step.risk)
+        if step.alerts:
+            resolved = step
+            break
+    assert resolved is not None
+    assert {a.transition.value for a in resolved.alerts} == {"resolved"}
+    reraised = evaluate(AccountState("sub_hedge", acc.positions, risk=held.risk))
+    net = next(a for a in reraised.alerts if a.rule == "net_exposure_usd")
+    assert net.transition.value == "raised"
+    assert net.event_id not in {a.event_id for a in first.alerts}
+    assert reraised.risk.seqs[net.alert_id] == 3
+
+
+def test_thresholds_per_account_group_and_env_override(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.json"
+    path.write_text(
+        json.dumps(
+            {
+                "thresholds": {"unrealized_loss_usd": "-500"},
+                "portfolio": {"net_exposure_usd": 100000},
+                "groups": {"hedgers": {"net_exposure_usd": 50000}},
+                "accounts": {
+                    "sub_hedge": {"group": "hedgers"},
+                    "main": {"thresholds": {"net_exposure_usd": 60000}},
+                },
+            }
+        )
+    )
+    config = load_config(path, net_exposure_limit_usd=D(5000))
+    assert config.base.net_exposure_usd == D(5000)  # env over the file's base
+    assert config.base.unrealized_loss_usd == D(-500)
+    assert config.thresholds("sub_hedge").net_exposure_usd == D(50000)  # group
+    assert config.thresholds("main").net_exposure_usd == D(60000)  # account
+    assert config.thresholds("sub_trading").net_exposure_usd == D(5000)
+    assert config.portfolio.net_exposure_usd == D(100000)
+    assert config.setup("sub_hedge").group == "hedgers"
+    # main: 52,600 net under its own 60,000 limit; sub_trading: 17,650 over 5,000.
+    assert "net_exposure_usd" not in {a.rule for a in evaluate(SAMPLE["main"], config).alerts}
+    assert "net_exposure_usd" in {a.rule for a in evaluate(SAMPLE["sub_trading"], config).alerts}
+
+
+def test_defaults_are_the_briefs_without_a_file() -> None:
+    assert load_config(None).base == DEFAULT_THRESHOLDS
+    assert DEFAULT_THRESHOLDS.net_exposure_usd == D(10000)
+
+
+@pytest.mark.parametrize(
+    ("doc", "problem"),
+    [
+        ({"thresholds": {"net_exposure": 1}}, "unknown threshold"),
+        ({"accounts": {"a": {"margin_mode": "weird"}}}, "margin_mode"),
+        ({"accounts": {"a": {"leverage": 5}}}, "unknown keys"),
+        ({"whatever": {}}, "unknown top-level"),
+        ({"thresholds": {"buy_share_low": "0.9"}}, "buy_share_low must be below"),
+    ],
+)
+def test_bad_thresholds_stop_startup_naming_the_problem(doc: object, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        parse_config(doc)
+
+
+def test_yaml_thresholds_file(tmp_path: Path) -> None:
+    pytest.importorskip("yaml")
+    path = tmp_path / "thresholds.yaml"
+    path.write_text("accounts:\n  main:\n    margin_mode: isolated\n")
+    assert load_config(path).setup("main").margin_mode.value == "isolated"
+
+
+def test_unchanged_exposure_has_an_unchanged_key() -> None:
+    a = evaluate(SAMPLE["main"]).exposure
+    b = evaluate(SAMPLE["main"], now=T0 + timedelta(seconds=1)).exposure
+    assert exposure_key(a) == exposure_key(b)
+    moved = evaluate_account(
+        SAMPLE["main"],
+        marks={**MARKS, "BTCUSDT": D(70001)},
+        tiers={},
+        config=parse_config({}),
+        now=T0,
+        cause=CAUSE,
+        source="x",
+    ).exposure
+    assert exposure_key(moved) != exposure_key(a)
+
+
+def test_grace_period_keeps_the_old_table_until_the_risk_is_reduced() -> None:
+    old = state.apply_tiers(None, tier_table("BTCUSDT", BRIEF_BTC_TIERS))
+    assert old is not None
+    tighter = [
+        (1, 500_000, "0.01", "0.02", 50, 0),
+        (2, 1_000_000, "0.02", "0.04", 25, 5_000),
+        (3, 2_000_000, "0.04", "0.08", "12.5", 25_000),
+    ]
+    new = state.apply_tiers(old, tier_table("BTCUSDT", tighter, at=T0))
+    assert new is not None
+    risky = account(
+        "risky",
+        wallet("risky", equity=20_000),
+        position("risky", "BTCUSDT", Side.BUY, 20, 70000, 10),
+        order("risky", "BTCUSDT", "o1", Side.SELL, 1, 80000, reduce_only=True),
+    )
+    seen = evaluate(risky, tiers={"BTCUSDT": old})
+    assert seen.risk.tiers_seen["BTCUSDT"] == old.version
+    during = evaluate(
+        AccountState("risky", risky.positions, risky.orders, risky.wallet, seen.risk),
+        tiers={"BTCUSDT": new},
+    )
+    assert during.platform_changes == 1
+    [change] = [a for a in during.alerts if a.rule == "platform_risk_change"]
+    assert change.severity.value == "HIGH"
+    assert "BTCUSDT" in during.risk.pending
+    # Old table still applies in the grace period: tier 2 of the brief's table.
+    [pe] = during.exposure.positions
+    assert pe.tier is not None
+    assert pe.tier.mmr == D("0.0056")
+
+    # Still in grace on the next evaluation: the alert stays, nothing new is raised.
+    again = evaluate(
+        AccountState("risky", risky.positions, risky.orders, risky.wallet, during.risk),
+        tiers={"BTCUSDT": new},
+    )
+    assert "BTCUSDT" in again.risk.pending
+    assert not [a for a in again.alerts if a.rule == "platform_risk_change"]
+
+    # The trader halves the position: under the new table 0.7 M x 2 % - 5,000 = 9,000 of
+    # MM on 20,000 = 45 % < 75 %: the change applies, the grace period ends.
+    smaller = account("risky", position("risky", "BTCUSDT", Side.BUY, 10, 70000, 10, seq=2))
+    lifted = evaluate(
+        AccountState("risky", smaller.positions, risky.orders, risky.wallet, again.risk),
+        tiers={"BTCUSDT": new},
+    )
+    assert "BTCUSDT" not in lifted.risk.pending
+    [pe] = lifted.exposure.positions
+    assert pe.tier is not None
+    assert pe.tier.mmr == D("0.02")
+
+
+def test_bybit_risk_id_that_differs_from_the_computed_tier_is_counted() -> None:
+    table = state.apply_tiers(None, tier_table("BTCUSDT", BRIEF_BTC_TIERS))
+    assert table is not None
+    # 35,000 is in tier 1 of the brief's table; Bybit says 2 (e.g. a stale risk limit).
+    disagree = account("a", position("a", "BTCUSDT", Side.BUY, "0.5", 70000, 10, risk_id=2))
+    agree = account("a", position("a", "BTCUSDT", Side.BUY, "0.5", 70000, 10, risk_id=1))
+    assert evaluate(disagree, tiers={"BTCUSDT": table}).risk_id_mismatches == 1
+    assert evaluate(agree, tiers={"BTCUSDT": table}).risk_id_mismatches == 0

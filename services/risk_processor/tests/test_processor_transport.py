@@ -1,0 +1,49 @@
+"""Our Faust transport: the fetch wait, producer idempotence, the mirrored delivery loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from risk_processor.app import RiskProcessor
+from risk_processor.testing import settings_for
+from risk_processor.transport import FAUST_DRAIN_FINGERPRINT, drain_fingerprint
+from riskwatch_common.settings import KafkaSettings
+
+
+def test_faust_delivery_loop_is_still_the_one_batch_drain_mirrors() -> None:
+    # Fails after a Faust upgrade that changed Consumer._drain_messages: compare the new
+    # upstream loop with transport._BatchDrainConsumer, port any fix, update the digest.
+    assert drain_fingerprint() == FAUST_DRAIN_FINGERPRINT
+
+
+async def test_worker_consumer_uses_the_configured_fetch_wait_not_fausts_1500_ms(
+    tmp_path: Path,
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:9", fetch_max_wait_ms=25)
+    proc = RiskProcessor(settings_for(kafka, tmp_path))
+    thread = proc.app.consumer._thread
+    consumer = thread._create_worker_consumer(proc.app.transport)
+    assert consumer._fetch_max_wait_ms == 25
+    # Faust's own settings still reach the consumer (we only change the wait).
+    assert consumer._group_id == proc.app.conf.id
+
+
+async def test_producer_idempotence_follows_kafka_settings(tmp_path: Path) -> None:
+    on = RiskProcessor(settings_for(KafkaSettings(bootstrap_servers="127.0.0.1:9"), tmp_path))
+    assert on.app.producer._settings_extra() == {"acks": "all", "enable_idempotence": True}
+    off_settings = KafkaSettings(bootstrap_servers="127.0.0.1:9", enable_idempotence=False)
+    off = RiskProcessor(settings_for(off_settings, tmp_path))
+    assert off.app.producer._settings_extra() == {}
+
+
+async def test_tansu_profile_settings(tmp_path: Path) -> None:
+    proc = RiskProcessor(settings_for(KafkaSettings(bootstrap_servers="127.0.0.1:9"), tmp_path))
+    conf = proc.app.conf
+    assert conf.broker_session_timeout == 6.0
+    assert conf.broker_heartbeat_interval == 1.0
+    assert conf.broker_rebalance_timeout == 6.0
+    assert conf.topic_partitions == 4
+    assert conf.table_standby_replicas == 0
+    assert conf.processing_guarantee.value == "at_least_once"
+    assert conf.store.scheme == "memory"
+    assert conf.web_enabled is False
