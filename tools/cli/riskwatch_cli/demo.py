@@ -43,6 +43,10 @@ def demo_env(var: Path, bootstrap: str) -> dict[str, str]:
         "INGESTOR_ACCOUNTS_FILE": str(REPO / "services/ingestor/config/accounts.demo.yaml"),
         "INGESTOR_GROUP": "sim",
         "NOTIFIER_ALERTS_FILE": str(var / "alerts.jsonl"),
+        # per run, like the broker: event ids repeat across runs on a fresh broker, so a
+        # delivery log kept from an earlier run would suppress this run's alerts
+        "NOTIFIER_DELIVERY_LOG": str(var / "notifier-delivered.jsonl"),
+        "RISK_PROCESSOR_DATA_DIR": str(var / "risk-processor"),
     }
     # the simulator's public test keys, which the accounts file names by variable
     for line in (REPO / "services/ingestor/config/sim.env").read_text().splitlines():
