@@ -300,28 +300,20 @@ class AccountRest:
         self.throttle = UidThrottle()
 
     async def positions(self) -> tuple[list[dict[str, Any]], int]:
-        rows: list[dict[str, Any]] = []
-        first: int | None = None
-        for coin in self.account.settle_coins:
-            page_rows, t = await self._rest.paginate(
-                self.account.endpoints.rest_url,
-                "/v5/position/list",
-                [("category", "linear"), ("settleCoin", coin), ("limit", "200")],
-                account=self.account,
-                throttle=self.throttle,
-            )
-            rows.extend(page_rows)
-            first = t if first is None else min(first, t)
-        return rows, first or 0
+        return await self._per_settle_coin("/v5/position/list", "200")
 
     async def open_orders(self) -> tuple[list[dict[str, Any]], int]:
+        return await self._per_settle_coin("/v5/order/realtime", "50")
+
+    async def _per_settle_coin(self, path: str, limit: str) -> tuple[list[dict[str, Any]], int]:
+        """Every page of ``path`` for each settle coin; the earliest response time with them."""
         rows: list[dict[str, Any]] = []
         first: int | None = None
         for coin in self.account.settle_coins:
             page_rows, t = await self._rest.paginate(
                 self.account.endpoints.rest_url,
-                "/v5/order/realtime",
-                [("category", "linear"), ("settleCoin", coin), ("limit", "50")],
+                path,
+                [("category", "linear"), ("settleCoin", coin), ("limit", limit)],
                 account=self.account,
                 throttle=self.throttle,
             )
