@@ -69,7 +69,8 @@ async def test_sample_portfolio_gives_exact_snapshots_and_a_portfolio_net_exposu
         async def final() -> dict[str, ExposureSnapshotted] | None:
             got = latest(await read_models(kafka, EXPOSURES, timeout=0.5))
             portfolio = got.get("portfolio")
-            if portfolio is None or portfolio.total_long != btc + eth + bnb:
+            complete = portfolio is not None and len(portfolio.accounts) == 3
+            if not complete or portfolio.total_long + portfolio.total_short != D(81930):
                 return None
             return got
 

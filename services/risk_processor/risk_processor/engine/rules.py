@@ -348,7 +348,7 @@ def _mm_rate_rule(
     if m.in_liquidation:
         severity, limit = _CRITICAL, ONE
     else:
-        held = bool(active) and _MM_RATE_KEY in active
+        held = _MM_RATE_KEY in active
         high, warning = t.mm_rate_high, t.mm_rate_warning
         if held:
             high, warning = t.clear.mm_rate_high, t.clear.mm_rate_warning
@@ -429,19 +429,20 @@ def _exposure_rules(
         if active and keys[0] in active:
             limit = clear.net_exposure_usd
         if size > limit:
-            out.append(
-                _new_candidate(
-                    account,
-                    Rule.NET_EXPOSURE_USD,
-                    subject,
-                    _WARNING,
-                    size,
-                    t.net_exposure_usd,
-                    "net exposure {0:,.2f} USD is above {1:,.2f} USD",
-                    (net, t.net_exposure_usd),
-                    {"net": net},
-                )
-            )
+            # _new_candidate, inlined: this one and the next confirm an open alert on most
+            # evaluations of an account that has one.
+            c = _AlertCandidateDraft()
+            c.account = account
+            c.rule = Rule.NET_EXPOSURE_USD
+            c.subject = subject
+            c.severity = _WARNING
+            c.value = size
+            c.threshold = t.net_exposure_usd
+            c.reason_template = "net exposure {0:,.2f} USD is above {1:,.2f} USD"
+            c.numbers = {"net": net}
+            c.reason_args = (net, t.net_exposure_usd)
+            c.__class__ = AlertCandidate
+            out.append(c)
 
     if net_share is not None:
         share = abs(net_share)
@@ -454,19 +455,18 @@ def _exposure_rules(
                 severity, crossed = (
                     (_HIGH, t.net_share_high) if share > high else (_WARNING, t.net_share_warning)
                 )
-                out.append(
-                    _new_candidate(
-                        account,
-                        Rule.NET_EXPOSURE_SHARE,
-                        subject,
-                        severity,
-                        share,
-                        crossed,
-                        "net exposure is {0:.1%} of equity (limit {1:.1%})",
-                        (share, crossed),
-                        {"net": net, "net_share": net_share},
-                    )
-                )
+                c = _AlertCandidateDraft()
+                c.account = account
+                c.rule = Rule.NET_EXPOSURE_SHARE
+                c.subject = subject
+                c.severity = severity
+                c.value = share
+                c.threshold = crossed
+                c.reason_template = "net exposure is {0:.1%} of equity (limit {1:.1%})"
+                c.numbers = {"net": net, "net_share": net_share}
+                c.reason_args = (share, crossed)
+                c.__class__ = AlertCandidate
+                out.append(c)
 
     bias: _BiasRules | None = None
     if buy_share is not None and count >= t.min_positions_for_bias:
@@ -477,11 +477,8 @@ def _exposure_rules(
             and (
                 not (keys_before := bias_before[2])
                 or (
-                    (bool(active) and keys_before[0] in active) is bias_before[3][0]
-                    and (
-                        len(keys_before) == 1
-                        or (bool(active) and keys_before[1] in active) is bias_before[3][1]
-                    )
+                    (keys_before[0] in active) is bias_before[3][0]
+                    and (len(keys_before) == 1 or (keys_before[1] in active) is bias_before[3][1])
                 )
             )
         ):
@@ -533,7 +530,7 @@ def _bias_rules(
         or buy_share > clear.buy_share_high
         or buy_share < clear.buy_share_low
     ):
-        held = bool(active) and keys[2] in active
+        held = keys[2] in active
         consulted, answers = (keys[2],), (held,)
         if held:
             high, low = clear.buy_share_high, clear.buy_share_low
@@ -556,7 +553,7 @@ def _bias_rules(
     same = buy_share if buy_share >= sell_share else sell_share
     limit = t.same_side_share
     if same > limit or same > clear.same_side_share:
-        held = bool(active) and keys[3] in active
+        held = keys[3] in active
         consulted, answers = (*consulted, keys[3]), (*answers, held)
         if held:
             limit = clear.same_side_share
@@ -848,8 +845,8 @@ def evaluate_account(
             and (
                 not (keys := entry[2])
                 or (
-                    (bool(active) and keys[0] in active) is entry[3][0]
-                    and (len(keys) == 1 or (bool(active) and keys[1] in active) is entry[3][1])
+                    (keys[0] in active) is entry[3][0]
+                    and (len(keys) == 1 or (keys[1] in active) is entry[3][1])
                 )
             )
         ):
@@ -876,7 +873,7 @@ def evaluate_account(
             subject = position_subject(p)
             if distance is not None and near_liquidation:
                 key = (Rule.LIQUIDATION_DISTANCE, subject)
-                held = bool(active) and key in active
+                held = key in active
                 consulted, answers = (key,), (held,)
                 _liquidation_rule(out, account, subject, pe, distance, thresholds, held)
             if flagged:
@@ -890,7 +887,7 @@ def evaluate_account(
             # blocked orders; a leverage above every tier's maximum has no cap at all.
             if pe.effective_value >= cap_guard * nearest or (cap is None and p.leverage):
                 key = (Rule.TIER_CAP_PROXIMITY, p.symbol)
-                held = bool(active) and key in active
+                held = key in active
                 consulted, answers = (*consulted, key), (*answers, held)
                 _symbol_rules(out, account, pe, tier, thresholds, held)
         done.append(
