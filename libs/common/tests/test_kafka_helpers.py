@@ -150,3 +150,24 @@ async def test_committed_offsets_survive_a_consumer_restart_without_redelivery(
         assert second == ["3"]
     finally:
         await producer.stop()
+
+
+async def test_flush_sends_lingering_records_at_once_like_kafkas_flush(
+    kafka: KafkaSettings,
+) -> None:
+    # A linger of ten minutes: aiokafka's own flush would sit on this record until the
+    # linger ran out; ours must make it sendable now and return once it is acknowledged.
+    producer = Producer(kafka.model_copy(update={"linger_ms": 600_000}), service="test")
+    await producer.start()
+    try:
+        fut = await producer.send(topics.MARK_PRICES, "BTCUSDT", mark("BTCUSDT", "70002"))
+        await asyncio.wait_for(producer.flush(), timeout=30)
+        assert fut.done()
+        assert fut.exception() is None
+        # and the producer keeps working after its open batches were closed
+        await producer.send(topics.MARK_PRICES, "ETHUSDT", mark("ETHUSDT", "3500"))
+        await asyncio.wait_for(producer.flush(), timeout=30)
+    finally:
+        await producer.stop()
+    records = await read_topic(kafka, topics.MARK_PRICES, min_records=2)
+    assert sorted(key or b"" for key, _ in records) == [b"BTCUSDT", b"ETHUSDT"]

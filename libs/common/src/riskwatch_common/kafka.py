@@ -146,7 +146,7 @@ class Producer:
         Raising here is what stops a consumer from committing offsets whose outputs were
         lost: the records are then redelivered and produced again.
         """
-        await self._producer.flush()
+        await _send_now_and_wait(self._producer)
         if self._inflight:
             await asyncio.wait(set(self._inflight))
         if self._failures:
@@ -334,3 +334,15 @@ async def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL_T
             log.info("topics created", extra={"topics": [t.name for t in missing]})
     finally:
         await admin.close()
+
+
+async def _send_now_and_wait(producer: AIOKafkaProducer) -> None:
+    """Kafka's flush: what is buffered goes out now, linger or not, and is waited for.
+
+    The Java client's ``flush()`` makes every buffered record sendable at once; aiokafka's
+    waits for each batch's linger to run out first, which adds the whole linger window to
+    every record a caller flushes on purpose. aiokafka has no public call for "send now",
+    so this closes the open batches the way its transactional commit does (pinned aiokafka
+    version; covered by ``test_flush_does_not_wait_for_linger``).
+    """
+    await producer._message_accumulator.flush_for_commit()
