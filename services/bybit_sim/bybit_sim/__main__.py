@@ -23,6 +23,9 @@ async def main(settings: SimSettings) -> None:
                 idle_timeout_s=settings.idle_timeout_s,
                 rate_limit_per_s=settings.rate_limit_per_s,
                 frames_log_path=settings.frames_log,
+                ip_limit_per_5s=settings.ip_limit_per_5s,
+                ip_ban_s=settings.ip_ban_s,
+                ws_connect_limit_per_5min=settings.ws_connect_limit_per_5min,
             ),
             health=health,
         )

@@ -7,6 +7,7 @@ already in v5 wire format (bybit-v5.md §3.6); the server only routes and serial
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from bybit_sim.rows import (
     fmt,
     order_row,
     position_row,
+    rest_execution_row,
     risk_limit_rows,
     ticker_row,
     wallet_row,
@@ -38,7 +40,7 @@ from bybit_sim.scenario import (
     SetWalletBalance,
     resolve_position_idx,
 )
-from bybit_sim.state import ZERO, Account, Market, Order, Position
+from bybit_sim.state import CLOSED_ORDERS_LISTED, ZERO, Account, Market, Order, Position
 from bybit_sim.valuation import (
     PositionView,
     leverage_for,
@@ -142,6 +144,7 @@ class Exchange:
                 hedge=spec.position_mode == "hedge",
                 wallet_balance=spec.wallet_balance,
                 default_leverage=dict(spec.leverage),
+                account_type=spec.account_type,
             )
             mode = spec.position_mode
             for p in spec.positions:
@@ -326,6 +329,7 @@ class Exchange:
             exec_time=now,
             seq=market.trade_seq,
         )
+        account.executions.append(rest_execution_row(execution))
         if order.status == "Filled":
             self._close_order(account, order)
         frames = [
@@ -425,13 +429,39 @@ class Exchange:
         return out
 
     def order_rows(self, account: Account, *, open_only: bool = True) -> list[Row]:
-        """Newest first, like /v5/order/realtime."""
-        orders = list(account.open_orders.values() if open_only else account.closed_orders)
+        """Newest first, like /v5/order/realtime (closed: the 500 most recently closed)."""
+        if open_only:
+            orders = list(account.open_orders.values())
+        else:
+            orders = list(itertools.islice(reversed(account.closed_orders), CLOSED_ORDERS_LISTED))
         orders.sort(key=lambda o: (o.created_time, o.order_id), reverse=True)
         return [order_row(o, ws=False) for o in orders]
 
+    def execution_rows(
+        self,
+        account: Account,
+        *,
+        start_ms: int,
+        end_ms: int,
+        symbol: str | None = None,
+        order_id: str | None = None,
+        exec_type: str | None = None,
+    ) -> list[Row]:
+        """Executions with `start_ms <= execTime <= end_ms`, newest first (execTime, then
+        execId, both descending), like /v5/execution/list."""
+        rows = [
+            r
+            for r in account.executions
+            if start_ms <= int(str(r["execTime"])) <= end_ms
+            and symbol in (None, r["symbol"])
+            and order_id in (None, r["orderId"])
+            and exec_type in (None, r["execType"])
+        ]
+        rows.sort(key=lambda r: (int(str(r["execTime"])), str(r["execId"])), reverse=True)
+        return rows
+
     def wallet_row(self, account: Account) -> Row:
-        return wallet_row(wallet_view(account, self._markets))
+        return wallet_row(wallet_view(account, self._markets), account.wallet_account_type)
 
     def ticker_row(self, symbol: str) -> Row:
         return ticker_row(self.market(symbol), self._now())
@@ -468,11 +498,27 @@ class Exchange:
             "uid": account.uid,
             "isMaster": account.is_master,
             "positionMode": "hedge" if account.hedge else "one_way",
+            "accountType": account.account_type,
             "positions": self.position_rows(account),
             "orders": self.order_rows(account),
             "wallet": self.wallet_row(account),
             "risk": self.risk_rows(account),
             "riskEvents": [e for e in self.risk_events if e["account"] == account.name],
+            # Every fill in the order made (the most recent 50,000), so a test can check each
+            # one reached the pipeline, including those made while the socket was down.
+            "executions": [r["execId"] for r in account.executions],
+            # Final states, in closing order (the most recent 10,000).
+            "closedOrders": [
+                {
+                    "orderId": o.order_id,
+                    "orderLinkId": o.order_link_id,
+                    "symbol": o.symbol,
+                    "orderStatus": o.status,
+                    "cumExecQty": fmt(o.cum_exec_qty),
+                    "updatedTime": str(o.updated_time),
+                }
+                for o in account.closed_orders
+            ],
         }
 
     # -- internals ---------------------------------------------------------------------------

@@ -33,6 +33,20 @@ REST_REQUESTS = m.counter(
     "REST requests answered, by endpoint and retCode",
     ["endpoint", "ret_code"],
 )
+REST_IP_REFUSED = m.counter(
+    "bybit_sim_rest_ip_refused_total",
+    "REST requests refused with HTTP 403 access too frequent, by cause (ip_limit, ip_ban_fault)",
+    ["cause"],
+)
+REST_IP_BANS = m.counter(
+    "bybit_sim_rest_ip_bans_total",
+    "IP bans started by breaching the per-IP REST limit",
+)
+WS_CONNECTS_REFUSED = m.counter(
+    "bybit_sim_ws_connects_refused_total",
+    "WebSocket upgrades refused with HTTP 429 past the per-domain connect limit, by stream",
+    ["stream"],
+)
 FAULTS_APPLIED = m.counter(
     "bybit_sim_faults_applied_total",
     "Transport faults armed through /sim/fault or the scenario, by kind",

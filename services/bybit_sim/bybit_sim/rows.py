@@ -199,15 +199,22 @@ def execution_row(
     }
 
 
+def rest_execution_row(ws_row: Row) -> Row:
+    """The `/v5/execution/list` form of an execution: the WS row without `category` (the
+    REST reply names the category once, beside the list)."""
+    return {k: v for k, v in ws_row.items() if k != "category"}
+
+
 def fee_rate_for(is_maker: bool) -> Decimal:
     return MAKER_FEE_RATE if is_maker else TAKER_FEE_RATE
 
 
-def wallet_row(view: WalletView) -> Row:
-    """One UNIFIED account row with a USDT coin row; USDT counts at 1 USD."""
+def wallet_row(view: WalletView, account_type: str = "UNIFIED") -> Row:
+    """One account row with a USDT coin row; USDT counts at 1 USD. `account_type` is the
+    wire value (UNIFIED, or CONTRACT for a standard account); the maths is the same."""
     equity = view.margin_balance
     return {
-        "accountType": "UNIFIED",
+        "accountType": account_type,
         "accountIMRate": fmt_rate(view.im_rate),
         "accountIMRateByMp": fmt_rate(view.im_rate),
         "accountMMRate": fmt_rate(view.mm_rate),

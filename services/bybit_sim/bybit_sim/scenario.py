@@ -28,8 +28,19 @@ PositionMode = Literal["one_way", "hedge"]
 OrderType = Literal["Limit", "Market"]
 TimeInForce = Literal["GTC", "IOC", "FOK", "PostOnly"]
 FaultKind = Literal[
-    "disconnect", "silence", "duplicate_next", "reorder_next", "auth_fail", "rate_limit", "clear"
+    "disconnect",
+    "silence",
+    "duplicate_next",
+    "reorder_next",
+    "malformed_next",
+    "auth_fail",
+    "rate_limit",
+    "ip_ban",
+    "clear",
 ]
+# unified: a UTA (wallet-balance accountType=UNIFIED); standard: a never-upgraded account
+# whose derivatives wallet is accountType=CONTRACT (bybit-v5.md §2.3).
+AccountType = Literal["unified", "standard"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -146,7 +157,7 @@ class AccountSpec(BaseModel):
     uid: int | None = None
     api_key: str = Field(min_length=1)
     api_secret: SecretStr
-    account_type: Literal["unified"] = "unified"
+    account_type: AccountType = "unified"
     position_mode: PositionMode = "one_way"
     wallet_balance: Decimal = Field(ge=0)
     positions: tuple[PositionSpec, ...] = ()
@@ -164,6 +175,7 @@ class AccountTemplate(BaseModel):
     name: str = "bulk_{i:03d}"
     api_key: str = "sim-bulk-{i}-key"
     api_secret: str = "sim-bulk-{i}-secret"
+    account_type: AccountType = "unified"
     position_mode: PositionMode = "one_way"
     wallet_balance: Decimal = Field(default=Decimal(10000), ge=0)
     positions: tuple[PositionSpec, ...] = ()
@@ -187,6 +199,7 @@ class ManyAccounts(BaseModel):
                     name=t.name.format(i=i),
                     api_key=t.api_key.format(i=i),
                     api_secret=SecretStr(t.api_secret.format(i=i)),
+                    account_type=t.account_type,
                     position_mode=t.position_mode,
                     wallet_balance=t.wallet_balance,
                     positions=t.positions,
@@ -297,8 +310,13 @@ class Fault(_ActionBase):
     silence: the account's private sockets stay open but stop answering pings and receiving
     frames for `duration_s` (None: until clear), the half-open link pybit cannot detect.
     duplicate_next / reorder_next: the next `count` private frames are sent twice / reversed.
+    malformed_next: each of the next `count` private frames is preceded by a corrupted copy
+    (cycling: truncated JSON, unknown topic, a row missing required fields); the real frame
+    still follows, so only a client that cannot skip bad frames loses state.
     auth_fail: reject the next `count` WS auths. rate_limit: the next `count` REST calls get
-    10006. clear: remove every fault for the account (or all accounts).
+    10006. ip_ban: every REST call gets HTTP 403 "access too frequent" for `duration_s`
+    (default 600 s, Bybit's minimum ban); it bans the sim's one IP, so `account` is ignored.
+    clear: remove every fault for the account (or all accounts, which also lifts IP bans).
     """
 
     action: Literal["fault"] = "fault"

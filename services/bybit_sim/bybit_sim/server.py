@@ -26,9 +26,9 @@ from bybit_sim import metrics
 from bybit_sim.auth import AuthError, verify_rest, verify_ws_auth
 from bybit_sim.clock import Clock, SystemClock
 from bybit_sim.exchange import Exchange, ExchangeError, PrivateFrame
-from bybit_sim.faults import FaultState
+from bybit_sim.faults import FaultState, MalformedVariant, corrupt
 from bybit_sim.framelog import FrameLog
-from bybit_sim.ratelimit import RateLimiter
+from bybit_sim.ratelimit import IpLimiter, RateLimiter
 from bybit_sim.rows import Row, account_info_row
 from bybit_sim.runner import ScenarioDriver, StepResult, run_scenario
 from bybit_sim.scenario import ACTION_ADAPTER, Fault, Scenario
@@ -46,6 +46,12 @@ RISK_LIMIT_SYMBOLS_PER_PAGE = 15
 # Bybit's max_active_time accepts 30s-600s on private streams (bybit-v5.md §3.4).
 _MAX_ACTIVE = re.compile(r"^(\d+)([sm])$")
 _CURSOR = re.compile(r"^page_args=([A-Za-z0-9_.-]+)&$")
+# /v5/execution/list answers at most 7 days at a time.
+EXECUTION_WINDOW_MS = 7 * 24 * 3600 * 1000
+# Bybit counts new WebSocket connections per domain over 5 minutes (bybit-v5.md §3.9).
+WS_CONNECT_WINDOW_MS = 5 * 60 * 1000
+# Bybit's reply to a banned IP: HTTP 403 with this text, no JSON envelope (bybit-v5.md §1.5).
+IP_BAN_TEXT = "access too frequent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,11 @@ class SimOptions:
     frames_log_path: Path | None = None
     send_queue_size: int = 1024
     run_scenario: bool = True
+    # Bybit: 600 REST requests per IP per 5 s, then a ban of at least 10 minutes (§1.5).
+    ip_limit_per_5s: int = 600
+    ip_ban_s: float = 600.0
+    # Bybit: 500 new WebSocket connections per 5 minutes per domain (§3.9).
+    ws_connect_limit_per_5min: int = 500
 
 
 class _Connection:
@@ -83,10 +94,13 @@ class _Connection:
         self._queue: asyncio.Queue[str | None] = asyncio.Queue(queue_size)
 
     def send(self, message: Row) -> None:
+        self.send_text(orjson.dumps(message).decode())
+
+    def send_text(self, text: str) -> None:
         if self.closing:
             return
         try:
-            self._queue.put_nowait(orjson.dumps(message).decode())
+            self._queue.put_nowait(text)
         except asyncio.QueueFull:
             # A client that cannot keep up is cut off, as exchanges do; bounded memory.
             log.warning("ws %s send queue full, dropping connection", self.id)
@@ -139,6 +153,11 @@ class Simulator:
         self.options = options
         self.faults = FaultState()
         self.rate_limiter = RateLimiter(options.rate_limit_per_s)
+        self.ip_limiter = IpLimiter(options.ip_limit_per_5s, int(options.ip_ban_s * 1000))
+        # Keyed by WS path: each path stands for one Bybit domain.
+        self.ws_connects = RateLimiter(
+            options.ws_connect_limit_per_5min, window_ms=WS_CONNECT_WINDOW_MS
+        )
         self.connections: set[_Connection] = set()
         self.frame_log = FrameLog(options.frames_ring_size, options.frames_log_path)
         self.scenario_errors: deque[str] = deque(maxlen=100)
@@ -189,6 +208,11 @@ class Simulator:
             if len(held) >= window:
                 self._flush_reorder(account)
             return
+        malformed = self.faults.take_malformed(account)
+        if malformed is not None:
+            self._deliver(frame, times=1, malformed=malformed)
+            self._record(frame, subscribers, f"malformed_{malformed}")
+            return
         duplicate = self.faults.take_duplicate(account)
         self._deliver(frame, times=2 if duplicate else 1)
         self._record(frame, subscribers, "duplicated" if duplicate else None)
@@ -198,10 +222,16 @@ class Simulator:
         for frame in reversed(held):
             self._deliver(frame, times=1)
 
-    def _deliver(self, frame: PrivateFrame, *, times: int) -> None:
+    def _deliver(
+        self, frame: PrivateFrame, *, times: int, malformed: MalformedVariant | None = None
+    ) -> None:
         for conn in self._subscribers(frame):
             for topic in conn.topic_names(frame.topic):
                 message = frame.message(topic)
+                if malformed is not None:
+                    # The corrupted copy goes first and the real frame still follows, so a
+                    # client that skips bad frames loses nothing.
+                    conn.send_text(corrupt(message, frame.topic, malformed))
                 for _ in range(times):
                     conn.send(message)
 
@@ -239,6 +269,8 @@ class Simulator:
         if fault.kind == "clear":
             for account in [a for a in self._reorder if fault.account in (None, a)]:
                 self._flush_reorder(account)
+            if fault.account is None:
+                self.ip_limiter.unban_all()
         if fault.kind != "disconnect":
             return
         for conn in list(self.connections):
@@ -313,6 +345,7 @@ def build_app(
             web.get("/v5/public/linear", _public_ws),
             web.get("/v5/position/list", _authed("/v5/position/list", _position_list)),
             web.get("/v5/order/realtime", _authed("/v5/order/realtime", _order_realtime)),
+            web.get("/v5/execution/list", _authed("/v5/execution/list", _execution_list)),
             web.get(
                 "/v5/account/wallet-balance",
                 _authed("/v5/account/wallet-balance", _wallet_balance),
@@ -439,6 +472,24 @@ def _paginate(
     return page, encode_cursor(key(page[-1])) if more and page else ""
 
 
+def _ip_gate(sim: Simulator, request: web.Request, now_ms: int) -> web.Response | None:
+    """The per-IP limit comes before auth and the per-UID limit, and a refusal is a bare
+    HTTP 403 without the JSON envelope, as Bybit answers a banned IP (bybit-v5.md §1.5)."""
+    if sim.faults.ip_ban_until(now_ms) is not None:
+        cause = "ip_ban_fault"
+    else:
+        ip = request.remote or "unknown"
+        decision = sim.ip_limiter.hit(ip, now_ms)
+        if decision.allowed:
+            return None
+        if decision.ban_started:
+            metrics.REST_IP_BANS.inc()
+            log.warning("ip %s breached the REST limit, banned until %s", ip, decision.banned_until)
+        cause = "ip_limit"
+    metrics.REST_IP_REFUSED.labels(cause).inc()
+    return web.Response(status=403, text=IP_BAN_TEXT)
+
+
 # -- REST: private ---------------------------------------------------------------------------------
 
 PrivateHandler = Callable[[Simulator, Account, Query], object]
@@ -449,6 +500,8 @@ def _authed(endpoint: str, handler: PrivateHandler) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         sim = request.app[SIM_KEY]
         now = sim.clock.now_ms()
+        if (refusal := _ip_gate(sim, request, now)) is not None:
+            return refusal
         body = "" if request.method == "GET" else await request.text()
         try:
             auth = verify_rest(
@@ -536,9 +589,63 @@ def _order_realtime(sim: Simulator, account: Account, query: Query) -> object:
     return {"list": page, "nextPageCursor": cursor, "category": "linear"}
 
 
+def _execution_list(sim: Simulator, account: Account, query: Query) -> object:
+    _category(query)
+    limit = _limit(query, 1, 100, 50)
+    start, end = _time_window(query, sim.clock.now_ms())
+    symbol = query.get("symbol") or None
+    if symbol is not None:
+        sim.exchange.market(symbol)
+    rows = sim.exchange.execution_rows(
+        account,
+        start_ms=start,
+        end_ms=end,
+        symbol=symbol,
+        order_id=query.get("orderId") or None,
+        exec_type=query.get("execType") or None,
+    )
+    page, cursor = _paginate(
+        rows,
+        lambda r: f"{r['execTime']}_{r['execId']}",
+        query.get("cursor"),
+        limit,
+        descending=True,
+    )
+    return {"list": page, "nextPageCursor": cursor, "category": "linear"}
+
+
+def _time_window(query: Query, now_ms: int) -> tuple[int, int]:
+    """Bybit's execution-list window: neither bound gives the last 7 days, one bound gives the
+    7 days from or up to it, both must lie at most 7 days apart."""
+    start, end = _optional_ms(query, "startTime"), _optional_ms(query, "endTime")
+    if start is None:
+        upto = now_ms if end is None else end
+        return upto - EXECUTION_WINDOW_MS, upto
+    if end is None:
+        return start, start + EXECUTION_WINDOW_MS
+    if end < start:
+        raise ExchangeError(10001, "params error: endTime is before startTime")
+    if end - start > EXECUTION_WINDOW_MS:
+        raise ExchangeError(
+            10001, "params error: the time range between startTime and endTime exceeds 7 days"
+        )
+    return start, end
+
+
+def _optional_ms(query: Query, name: str) -> int | None:
+    text = query.get(name)
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ExchangeError(10001, f"params error: {name} must be ms since the epoch") from None
+
+
 def _wallet_balance(sim: Simulator, account: Account, query: Query) -> object:
-    if query.get("accountType") != "UNIFIED":
-        raise ExchangeError(10001, "accountType only support UNIFIED.")
+    expected = account.wallet_account_type
+    if query.get("accountType") != expected:
+        raise ExchangeError(10001, f"accountType only support {expected}.")
     row = sim.exchange.wallet_row(account)
     coins = query.get("coin")
     if coins is not None and "USDT" not in coins.split(","):
@@ -548,7 +655,8 @@ def _wallet_balance(sim: Simulator, account: Account, query: Query) -> object:
 
 def _account_info(sim: Simulator, account: Account, query: Query) -> object:
     return {
-        "unifiedMarginStatus": 5,
+        # bybit-v5.md §2.3: 1 classic (our standard accounts), 5 UTA 2.0.
+        "unifiedMarginStatus": 5 if account.account_type == "unified" else 1,
         "marginMode": "REGULAR_MARGIN",
         "isMasterTrader": False,
         "spotHedgingStatus": "OFF",
@@ -574,7 +682,7 @@ def _query_api(sim: Simulator, account: Account, query: Query) -> object:
         "expiredAt": "",
         "createdAt": "",
         "unified": 0,
-        "uta": 1,
+        "uta": 1 if account.account_type == "unified" else 0,
         "userID": info["userID"],
         "inviterID": 0,
         "vipLevel": "No VIP",
@@ -595,6 +703,8 @@ def _public(endpoint: str, handler: PublicHandler) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         sim = request.app[SIM_KEY]
         now = sim.clock.now_ms()
+        if (refusal := _ip_gate(sim, request, now)) is not None:
+            return refusal
         try:
             result = handler(sim, request.rel_url.query)
         except ExchangeError as exc:
@@ -649,8 +759,12 @@ async def _serve_ws(
     request: web.Request,
     kind: Literal["private", "public"],
     on_message: Callable[[Simulator, _Connection, Row], None],
-) -> web.WebSocketResponse:
+) -> web.StreamResponse:
     sim = request.app[SIM_KEY]
+    if not sim.ws_connects.hit(request.path, "connect", sim.clock.now_ms()).allowed:
+        # Bybit's exact reply past 500 connects per 5 minutes is undocumented; 429 is ours.
+        metrics.WS_CONNECTS_REFUSED.labels(kind).inc()
+        return web.Response(status=429, text="too many new connections")
     idle_s = _idle_timeout(request, sim.options.idle_timeout_s)
     # Protocol pings are answered by hand so a silenced link ignores them too (pybit relies
     # on protocol-level ping/pong as well as JSON pings).

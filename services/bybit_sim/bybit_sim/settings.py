@@ -24,3 +24,12 @@ class SimSettings(BaseServiceSettings):
     )
     rate_limit_per_s: int = Field(default=50, ge=1, description="Per key and endpoint.")
     idle_timeout_s: float = Field(default=600.0, gt=0, description="Close silent WS links.")
+    ip_limit_per_5s: int = Field(
+        default=600, ge=1, description="REST requests per client IP per rolling 5 s (all keys)."
+    )
+    ip_ban_s: float = Field(
+        default=600.0, gt=0, description="How long an IP over the REST limit gets HTTP 403."
+    )
+    ws_connect_limit_per_5min: int = Field(
+        default=500, ge=1, description="New WebSocket connections per path per 5 minutes."
+    )

@@ -10,13 +10,19 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from bybit_sim.margin import Tier
+from bybit_sim.scenario import AccountType
 
 ZERO = Decimal(0)
 # Bybit's default linear fee rates (non-VIP): maker 0.02 %, taker 0.055 %.
 MAKER_FEE_RATE = Decimal("0.0002")
 TAKER_FEE_RATE = Decimal("0.00055")
-# /v5/order/realtime with openOnly=1 returns up to 500 recent closed orders.
-CLOSED_ORDERS_KEPT = 500
+# /v5/order/realtime with openOnly=1 returns up to 500 recent closed orders; ground truth
+# keeps more so a long test run can still check the final state of each order it made.
+CLOSED_ORDERS_LISTED = 500
+CLOSED_ORDERS_KEPT = 10_000
+# /v5/execution/list and the ground truth read this history; bounded so a looping demo
+# scenario runs for days in constant memory.
+EXECUTIONS_KEPT = 50_000
 OPEN_STATUSES = frozenset({"New", "PartiallyFilled", "Untriggered"})
 
 
@@ -114,8 +120,20 @@ class Account:
     hedge: bool
     wallet_balance: Decimal
     default_leverage: dict[str, Decimal]
+    account_type: AccountType = "unified"
     cum_realised_pnl: Decimal = ZERO
     positions: dict[tuple[str, int], Position] = field(default_factory=dict)
     # Insertion order is creation order; the REST view sorts newest first.
     open_orders: dict[str, Order] = field(default_factory=dict)
+    # In closing order, oldest first.
     closed_orders: deque[Order] = field(default_factory=lambda: deque(maxlen=CLOSED_ORDERS_KEPT))
+    # REST-form execution rows (no `category`), oldest first.
+    executions: deque[dict[str, object]] = field(
+        default_factory=lambda: deque(maxlen=EXECUTIONS_KEPT)
+    )
+
+    @property
+    def wallet_account_type(self) -> str:
+        """The `accountType` wallet-balance accepts and echoes: UTA wallets are UNIFIED; a
+        standard (never-upgraded) account's derivatives wallet is CONTRACT (bybit-v5.md §2.3)."""
+        return "UNIFIED" if self.account_type == "unified" else "CONTRACT"

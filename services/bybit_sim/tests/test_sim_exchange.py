@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from decimal import Decimal as D
 
 import pytest
@@ -16,6 +17,7 @@ from bybit_sim.scenario import (
     SetPosition,
     SetPrice,
 )
+from bybit_sim.state import CLOSED_ORDERS_LISTED
 
 START = 1_750_000_000_000
 
@@ -293,3 +295,51 @@ def test_ticker_row_numbers_are_strings(exchange: Exchange) -> None:
     assert row["markPrice"] == "70000"
     assert row["bid1Price"] == "69999.9"
     assert all(isinstance(v, str) for v in row.values())
+
+
+def test_fill_keeps_the_execution_in_the_accounts_history_in_rest_form(
+    exchange: Exchange,
+) -> None:
+    order_id, _ = place(exchange)
+
+    frames = exchange.fill_order(FillOrder(account="main", order_id=order_id)).frames
+    rows = exchange.execution_rows(
+        exchange.accounts["main"], start_ms=START + 1000, end_ms=START + 1000
+    )
+    outside = exchange.execution_rows(exchange.accounts["main"], start_ms=0, end_ms=START + 999)
+
+    pushed = frames[0].data[0]
+    assert rows == [{k: v for k, v in pushed.items() if k != "category"}]
+    assert outside == []
+    # The history is a copy: the WS row keeps its category.
+    assert pushed["category"] == "linear"
+
+
+def test_execution_history_is_bounded_to_the_most_recent_fills(exchange: Exchange) -> None:
+    account = exchange.accounts["main"]
+    account.executions = deque(maxlen=2)
+    order_id, _ = place(exchange, qty=D("0.3"))
+
+    exec_ids = []
+    for _ in range(3):
+        result = exchange.fill_order(FillOrder(account="main", order_id=order_id, qty=D("0.1")))
+        exec_ids.append(result.frames[0].data[0]["execId"])
+
+    assert exchange.ground_truth(account)["executions"] == exec_ids[1:]
+
+
+def test_closed_orders_list_the_newest_500_over_rest_while_ground_truth_keeps_more(
+    exchange: Exchange,
+) -> None:
+    account = exchange.accounts["main"]
+    for n in range(CLOSED_ORDERS_LISTED + 1):
+        order_id, _ = place(exchange, order_link_id=f"c{n}")
+        exchange.cancel_order(CancelOrder(account="main", order_id=order_id))
+
+    listed = exchange.order_rows(account, open_only=False)
+    truth = exchange.ground_truth(account)["closedOrders"]
+
+    assert len(listed) == CLOSED_ORDERS_LISTED
+    assert "c0" not in {r["orderLinkId"] for r in listed}
+    assert len(truth) == CLOSED_ORDERS_LISTED + 1
+    assert (truth[0]["orderLinkId"], truth[0]["orderStatus"]) == ("c0", "Cancelled")

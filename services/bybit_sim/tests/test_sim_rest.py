@@ -374,3 +374,75 @@ async def test_wallet_balance_with_custom_recv_window_header_is_signed_with_it(
     resp = await sim.get(WALLET, query, headers)
 
     assert resp.body["retCode"] == 0
+
+
+STANDARD_ACCOUNT = """
+  - name: classic
+    api_key: sim-classic-key
+    api_secret: sim-classic-secret
+    account_type: standard
+    wallet_balance: 1000
+"""
+
+
+async def test_wallet_balance_of_standard_account_takes_contract_and_echoes_it(
+    start_sim: StartSim, kit: Any
+) -> None:
+    sim = await start_sim(kit.scenario_yaml(accounts=STANDARD_ACCOUNT))
+    classic = {"key": "sim-classic-key", "secret": "sim-classic-secret"}
+
+    contract = await sim.get_private(WALLET, "accountType=CONTRACT", **classic)
+    unified = await sim.get_private(WALLET, "accountType=UNIFIED", **classic)
+    main_contract = await sim.get_private(WALLET, "accountType=CONTRACT")
+    truth = await sim.get("/sim/ground-truth", "account=classic")
+
+    (row,) = contract.body["result"]["list"]
+    assert (row["accountType"], row["totalWalletBalance"]) == ("CONTRACT", "1000")
+    assert (unified.body["retCode"], unified.body["retMsg"]) == (
+        10001,
+        "accountType only support CONTRACT.",
+    )
+    assert (main_contract.body["retCode"], main_contract.body["retMsg"]) == (
+        10001,
+        "accountType only support UNIFIED.",
+    )
+    (account,) = truth.body["accounts"]
+    assert (account["accountType"], account["wallet"]["accountType"]) == ("standard", "CONTRACT")
+
+
+async def test_account_info_reports_unified_margin_status_by_account_type(
+    start_sim: StartSim, kit: Any
+) -> None:
+    sim = await start_sim(kit.scenario_yaml(accounts=STANDARD_ACCOUNT))
+
+    unified = await sim.get_private("/v5/account/info", "")
+    standard = await sim.get_private(
+        "/v5/account/info", "", key="sim-classic-key", secret="sim-classic-secret"
+    )
+    standard_key = await sim.get_private(
+        "/v5/user/query-api", "", key="sim-classic-key", secret="sim-classic-secret"
+    )
+
+    assert unified.body["result"]["unifiedMarginStatus"] == 5
+    assert standard.body["result"]["unifiedMarginStatus"] == 1
+    assert standard_key.body["result"]["uta"] == 0
+
+
+async def test_wallet_frame_of_standard_account_carries_contract(
+    start_sim: StartSim, kit: Any
+) -> None:
+    sim = await start_sim(kit.scenario_yaml(accounts=STANDARD_ACCOUNT))
+    ws = await sim.private_ws("sim-classic-key", "sim-classic-secret", ["wallet"])
+    placed = await sim.post(
+        "/sim/action",
+        {"action": "place_order", "account": "classic", "symbol": "BTCUSDT", "side": "Buy",
+         "qty": "0.001", "price": "70000"},
+    )  # fmt: skip
+
+    await sim.post(
+        "/sim/action",
+        {"action": "fill_order", "account": "classic", "order_id": placed.body["orderId"]},
+    )
+    wallet = await ws.receive_json(timeout=5)
+
+    assert (wallet["topic"], wallet["data"][0]["accountType"]) == ("wallet", "CONTRACT")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -232,3 +233,29 @@ def test_hedge_position_on_wrong_index_is_rejected_at_load() -> None:
 
     with pytest.raises(ValidationError, match="hedge"):
         parse_scenario(text)
+
+
+def test_account_type_defaults_to_unified_and_accepts_only_unified_or_standard(
+    kit: Any,
+) -> None:
+    standard = kit.scenario_yaml(
+        accounts="""
+  - name: classic
+    api_key: k
+    api_secret: s
+    account_type: standard
+    wallet_balance: 1
+"""
+    )
+
+    with pytest.raises(ValidationError, match="account_type"):
+        kit.scenario_yaml(
+            accounts="""
+  - name: spot
+    api_key: k
+    api_secret: s
+    account_type: spot
+    wallet_balance: 1
+"""
+        )
+    assert [a.account_type for a in standard.all_accounts()] == ["unified", "standard"]

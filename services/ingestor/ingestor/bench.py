@@ -335,6 +335,10 @@ def _simulator(accounts: int) -> Iterator[tuple[str, Path, dict[str, str]]]:
         "BYBIT_SIM_PORT": str(port),
         "BYBIT_SIM_HTTP_PORT": str(ops_port),
         "BYBIT_SIM_RATE_LIMIT_PER_S": "1000",
+        # the bench turns the ingestor's own IP pacing off (phase_many), so the simulator's
+        # IP limits go too: this phase measures a cold start, not Bybit's pacing
+        "BYBIT_SIM_IP_LIMIT_PER_5S": "1000000",
+        "BYBIT_SIM_WS_CONNECT_LIMIT_PER_5MIN": "1000000",
         "LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(
@@ -396,8 +400,8 @@ async def phase_many(bootstrap: str, accounts: int, seconds: float) -> None:
             group="many",
             kafka=kafka,
             http_port=0,
-            # The simulator has no per-IP limits; real Bybit paces a cold start of this many
-            # accounts (450 new WS connections / 5 min, 500 REST calls / 5 s).
+            # The simulator's IP limits are lifted for this phase; real Bybit paces a cold
+            # start of this many accounts (450 new WS connections / 5 min, 500 REST / 5 s).
             ws_connects_per_window=100_000,
             rest_ip_requests=100_000,
             wallet_refresh_s=10,
