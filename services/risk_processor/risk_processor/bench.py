@@ -45,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from risk_processor import state
 from risk_processor.app import RiskProcessor
 from risk_processor.settings import RiskProcessorSettings
+from riskwatch_common.benchkit import paced, percentile
 from riskwatch_common.broker import EmbeddedBroker, free_port
 from riskwatch_common.contracts import OrderUpdated, PositionUpdated, Side
 from riskwatch_common.kafka import client_kwargs, ensure_topics
@@ -138,13 +139,6 @@ class Feed:
         )
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 @dataclass
 class Latency:
     label: str
@@ -153,8 +147,8 @@ class Latency:
     def line(self) -> str:
         ms = [s * 1000 for s in self.samples]
         return (
-            f"{self.label:<46} p50 {_pct(ms, 0.5):7.1f} ms   p99 {_pct(ms, 0.99):7.1f} ms"
-            f"   (n={len(ms)})"
+            f"{self.label:<46} p50 {percentile(ms, 0.5):7.1f} ms   "
+            f"p99 {percentile(ms, 0.99):7.1f} ms   (n={len(ms)})"
         )
 
 
@@ -183,18 +177,6 @@ def _consumer(kafka: KafkaSettings, *topics: str, group: str | None = None) -> A
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
     )
-
-
-async def _paced(rate: float, seconds: float, send: Callable[[int], Any]) -> None:
-    """Call ``send(i)`` ``rate`` times a second for ``seconds``, catching up after stalls."""
-    start = time.perf_counter()
-    total = int(rate * seconds)
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await send(i)
 
 
 # --------------------------------------------------------------------------- 1. raw hops
@@ -241,7 +223,7 @@ async def raw_hops(bootstrap: str, rate: float, seconds: float) -> tuple[Latency
     forwarder = asyncio.create_task(forward())
     try:
         await asyncio.wait_for(
-            asyncio.gather(_paced(rate, seconds, send), read(one, hop1), read(two, hop2)),
+            asyncio.gather(paced(rate, seconds, send), read(one, hop1), read(two, hop2)),
             seconds + 30,
         )
     finally:
@@ -466,7 +448,7 @@ async def _latency_run(
 
     try:
         reader = asyncio.ensure_future(read())
-        await _paced(rate, seconds, send)
+        await paced(rate, seconds, send)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(reader, 15)
     finally:
@@ -564,16 +546,16 @@ async def run(args: argparse.Namespace) -> None:
             proc_lat = Latency(f"risk processor, input-to-alert (CPU {used:.0f} %)", samples)
             print(proc_lat.line())
 
-        floor = _pct(hop2.samples, 0.99)
+        floor = percentile(hop2.samples, 0.99)
         results.append(
             f"throughput: processor {proc_rate:.0f}/s = {proc_rate / plain_rate * 100:.0f} %"
             f" of the plain loop ({plain_rate:.0f}/s); target >= 50 %"
         )
         results.append(
-            f"input-to-alert p99: processor {_pct(proc_lat.samples, 0.99) * 1000:.1f} ms ="
-            f" {_pct(proc_lat.samples, 0.99) / floor:.2f} x the raw two-hop p99"
+            f"input-to-alert p99: processor {percentile(proc_lat.samples, 0.99) * 1000:.1f} ms ="
+            f" {percentile(proc_lat.samples, 0.99) / floor:.2f} x the raw two-hop p99"
             f" ({floor * 1000:.1f} ms); target <= 1.5 x;"
-            f" p50 {_pct(proc_lat.samples, 0.5) * 1000:.1f} ms vs"
+            f" p50 {percentile(proc_lat.samples, 0.5) * 1000:.1f} ms vs"
             f" {statistics.median(hop2.samples) * 1000 if hop2.samples else float('nan'):.1f} ms"
         )
     finally:
