@@ -5,6 +5,10 @@ the stream frames that keep arriving are buffered. The snapshot is merged first 
 ignored, vanished orders closed, vanished positions flat), then the buffered frames, then
 live frames flow straight through. Subscribing before the snapshot leaves no gap in which a
 change could be missed; the ordering rules in ``state`` make the overlap harmless.
+
+A snapshot holds no fills, so the resync also reads the execution history from the
+account's execution watermark on (``AccountState.begin_backfill``) and publishes the fills the
+stream never delivered, oldest first, before the buffered frames.
 """
 
 from __future__ import annotations
@@ -25,11 +29,18 @@ import orjson
 from ingestor import metrics, normalize
 from ingestor.accounts import AccountConfig, PositionMode
 from ingestor.bybit.ratelimit import SlidingWindowLimiter
-from ingestor.bybit.rest import AccountRest, BybitAuthError, BybitError, BybitRest
+from ingestor.bybit.rest import (
+    AccountRest,
+    BybitAuthError,
+    BybitError,
+    BybitIpBanned,
+    BybitRest,
+    Snapshot,
+)
 from ingestor.bybit.ws import AuthRejected, LinkError, SubscribeRejected, WsLink
 from ingestor.publisher import DeadLetter, Item, Publish, Publisher
 from ingestor.settings import IngestorSettings
-from ingestor.state import AccountState, SnapshotEvents, Verdict
+from ingestor.state import AccountState, BackfillWindow, SnapshotEvents, Verdict
 from riskwatch_common.clock import Clock
 from riskwatch_common.contracts import (
     DataOrigin,
@@ -51,6 +62,10 @@ PRIVATE_SUBSCRIPTIONS: tuple[tuple[str, ...], ...] = (
     ("position.linear", "order.linear", "execution.linear"),
     ("wallet",),
 )
+# How far before the execution watermark a backfill starts: a fill can reach the stream
+# after a later one, and die with the link while the later one moved the watermark on.
+# What the overlap reads again is dropped by execId.
+BACKFILL_OVERLAP_MS = 5_000
 
 
 class LinkStatus(StrEnum):
@@ -236,7 +251,7 @@ class AccountStream:
             self._d.board.set(self.name, LinkStatus.RESYNCING)
             reader = asyncio.ensure_future(self._read(link))
             try:
-                await _race(reader, self._resync("connect"))
+                await _race(reader, self._connect_resync())
                 handshake.release()
                 holding = False
                 self._failures = 0
@@ -339,18 +354,48 @@ class AccountStream:
 
     # ------------------------------------------------------------------ resync
 
+    async def _connect_resync(self) -> None:
+        """The resync after connecting. While Bybit bans the IP (HTTP 403) no REST call can
+        succeed: keep the link, let live frames through and resync when the ban is over,
+        rather than reconnect into the ban again and again (each reconnect also spends one of
+        Bybit's 500 new connections per 5 minutes)."""
+        while True:
+            try:
+                await self._resync("connect")
+                return
+            except BybitIpBanned as exc:
+                wait_s = max(self._d.rest.ip_ban_remaining_s(), 0.1)
+                self._d.board.set(
+                    self.name,
+                    LinkStatus.RESYNCING,
+                    f"REST paused by a Bybit IP ban; resync in {wait_s:.0f}s",
+                )
+                log.error(
+                    "account resync waits for the IP ban to lift",
+                    extra={"account": self.name, "wait_s": round(wait_s, 1), "error": str(exc)},
+                )
+                await asyncio.sleep(wait_s)
+
     async def _resync(self, trigger: str) -> None:
-        """REST snapshot merged with the buffered stream; buffering must already be on."""
+        """REST snapshot and execution history merged with the buffered stream.
+
+        Buffering must already be on for a connect. If it fails, the buffered frames are
+        still applied and the backfill stays pending, so the next resync reaches back to
+        where this one started.
+        """
         self._buffering = True
+        window = self._backfill_window()
         try:
-            snap = await self.rest.snapshot()
+            snap = await self.rest.snapshot(
+                executions_from_ms=window.start_ms if window is not None else None
+            )
         except BybitAuthError as exc:
             metrics.RESYNCS.labels(trigger, "auth_failed").inc()
             raise AuthFailure("rest", str(exc), exc.ret_code) from None
-        except Exception:
-            metrics.RESYNCS.labels(trigger, "failed").inc()
-            # The buffered frames are real updates (executions are not recovered by a
-            # snapshot): apply them rather than lose them.
+        except Exception as exc:
+            outcome = "ip_banned" if isinstance(exc, BybitIpBanned) else "failed"
+            metrics.RESYNCS.labels(trigger, outcome).inc()
+            # The buffered frames are real updates: apply them rather than lose them.
             await self._drain_buffer()
             raise
         correlation = f"resync:{new_event_id()}"
@@ -358,6 +403,7 @@ class AccountStream:
             self.name, self._d.source, self._d.clock(), correlation, DataOrigin.SNAPSHOT
         )
         items: list[Item] = []
+        backfilled = self._apply_backfill(snap, meta, items)
         positions, bad_p = normalize.snapshot_events(snap.positions, normalize.position_event, meta)
         orders, bad_o = normalize.snapshot_events(snap.orders, normalize.order_event, meta)
         wallet = None
@@ -390,6 +436,8 @@ class AccountStream:
         for pos in positions:
             if isinstance(pos, PositionUpdated):
                 self._check_position_mode(pos)
+        # The fills first: they happened before the state the snapshot shows.
+        items.extend(Publish(ACCOUNT_EVENTS, self.name, ev) for ev in backfilled)
         items.extend(Publish(ACCOUNT_EVENTS, self.name, ev) for ev in events)
         for item in items:
             await self._d.publisher.put(item)
@@ -407,8 +455,55 @@ class AccountStream:
                 "positions": len(snap.positions),
                 "orders": len(snap.orders),
                 "published": len(events),
+                "executions_backfilled": len(backfilled),
             },
         )
+
+    def _backfill_window(self) -> BackfillWindow | None:
+        """Where this resync reads the execution history from; None: not at all."""
+        state = self.state
+        now_ms = normalize.to_ms(self._d.clock())
+        if state.execution_watermark_ms is None:
+            # The process's first connect to this account. The stream is subscribed, so
+            # from now on every fill arrives by stream or by a later backfill; fills from
+            # before are read only as far back as configured.
+            lookback_ms = int(self._s.execution_backfill_on_start_s * 1000)
+            state.executions_known_until(now_ms - lookback_ms)
+            if lookback_ms == 0:
+                return None
+        window = state.begin_backfill(now_ms=now_ms, overlap_ms=BACKFILL_OVERLAP_MS)
+        if window is not None and window.clamped:
+            log.warning(
+                "execution backfill clamped to the 7 days Bybit keeps; older fills are lost",
+                extra={
+                    "account": self.name,
+                    "wanted_ms": window.wanted_ms,
+                    "start_ms": window.start_ms,
+                },
+            )
+        return window
+
+    def _apply_backfill(
+        self, snap: Snapshot, meta: normalize.Meta, dead_letters: list[Item]
+    ) -> list[Event]:
+        """The fetched fills the stream has not delivered, oldest first (Bybit lists them
+        newest first); rows that do not normalize go to ``dead_letters``."""
+        if snap.executions is None:
+            return []
+        rows = snap.executions[::-1]
+        executions, bad = normalize.snapshot_events(rows, normalize.execution_event, meta)
+        for i, err in bad:
+            dead_letters.append(self._rest_dead_letter(rows[i], f"execution: {err}"))
+        accepted: list[Event] = []
+        for ev in executions:
+            verdict = self.state.apply(ev)
+            _count_snapshot_verdict("execution", verdict)
+            if verdict is Verdict.ACCEPTED:
+                accepted.append(ev)
+        self.state.end_backfill(snap.executions_time_ms)
+        if accepted:
+            metrics.EXECUTIONS_BACKFILLED.inc(len(accepted))
+        return accepted
 
     async def _drain_buffer(self) -> None:
         """Apply the frames buffered during a snapshot, then let live frames through.
@@ -457,6 +552,11 @@ class AccountStream:
         while True:
             due = next_wallet if next_drift is None else min(next_wallet, next_drift)
             await asyncio.sleep(max(0.0, due - mono()))
+            if (banned_s := self._d.rest.ip_ban_remaining_s()) > 0:
+                # No REST until Bybit's IP ban is over; the stream goes on meanwhile, and a
+                # drift resync would hold it in the buffer for the whole ban.
+                await asyncio.sleep(banned_s)
+                continue
             try:
                 if next_drift is not None and mono() >= next_drift:
                     await self._resync("drift")
@@ -473,6 +573,8 @@ class AccountStream:
                     "periodic REST call failed", extra={"account": self.name, "error": str(exc)}
                 )
                 next_wallet = mono() + s.wallet_refresh_s
+                if next_drift is not None and next_drift <= mono():
+                    next_drift = next_wallet  # a failed drift check is retried, not spun on
 
     async def _refresh_wallet(self) -> None:
         row, time_ms = await self.rest.wallet()

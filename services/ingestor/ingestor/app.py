@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from ingestor import metrics
 from ingestor.account import AccountStream, Deps, StatusBoard
 from ingestor.accounts import GroupConfig, load_group
 from ingestor.bybit.ratelimit import SlidingWindowLimiter
@@ -126,7 +127,9 @@ class Ingestor:
                 ip_limiter=self._ip_limiter,
                 recv_window_ms=s.recv_window_ms,
                 timeout_s=s.rest_timeout_s,
+                ip_ban_s=s.rest_ip_ban_s,
             )
+            metrics.REST_IP_BAN_SECONDS.set_function(rest.ip_ban_remaining_s)
             self.market = MarketData(
                 self.group.market,
                 settings=s,

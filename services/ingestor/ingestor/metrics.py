@@ -48,6 +48,10 @@ RESYNC_CORRECTIONS = m.counter(
     "State a resync found changed while the stream was down (orders closed, positions flat)",
     ["kind"],
 )
+EXECUTIONS_BACKFILLED = m.counter(
+    "ingestor_executions_backfilled_total",
+    "Fills the stream had not delivered, read from /v5/execution/list by a resync",
+)
 SECONDS_SINCE_MESSAGE = m.gauge(
     "ingestor_seconds_since_last_message",
     "Seconds since the last message (data or pong) on an account's private link",
@@ -94,6 +98,10 @@ RATE_LIMIT_REMAINING = m.gauge(
     "ingestor_rest_limit_remaining",
     "Last X-Bapi-Limit-Status (requests left in the per-UID window), by endpoint",
     ["endpoint"],
+)
+REST_IP_BAN_SECONDS = m.gauge(
+    "ingestor_rest_ip_ban_seconds",
+    "Seconds left of a Bybit IP ban (HTTP 403); no REST call goes out until it is over",
 )
 ACCOUNTS_BY_STATUS = m.gauge(
     "ingestor_accounts", "Accounts of this process by link status", ["status"]

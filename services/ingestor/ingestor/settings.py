@@ -39,9 +39,32 @@ class IngestorSettings(ServiceSettings):
     # IP for 10 minutes, so the shared bucket keeps headroom.
     rest_ip_requests: int = Field(default=500, ge=1)
     rest_ip_window_s: float = Field(default=5.0, gt=0)
+    rest_ip_ban_s: float = Field(
+        default=600.0,
+        ge=1,
+        description=(
+            "After an HTTP 403 (Bybit's IP ban) no REST call of the process goes out for this"
+            " long; Bybit lifts the ban after at least 10 minutes (bybit-v5.md §1.5)."
+        ),
+    )
     # Bybit allows 500 new WebSocket connections per 5 minutes per domain.
     ws_connects_per_window: int = Field(default=450, ge=1)
     ws_connect_window_s: float = Field(default=300.0, gt=0)
+
+    execution_backfill_on_start_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description=(
+            "On the first connect of the process, also read each account's fills of this many"
+            " seconds before it from /v5/execution/list (0 = none). Fills made while the"
+            " ingestor itself was down are otherwise never reported (positions, orders and"
+            " wallet are right either way); a longer reach re-publishes fills an earlier run"
+            " already sent (same event ids, so consumers drop them) and costs one paginated"
+            " REST call per account at startup. Reconnects always backfill from the last fill"
+            " seen, whatever this says."
+        ),
+    )
 
     # Accounts connecting, authenticating and taking their first snapshot at the same time:
     # a group of hundreds starts (or recovers from a network blip) in waves instead of one

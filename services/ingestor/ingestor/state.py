@@ -10,7 +10,10 @@ No I/O and no clock. The account rules (bybit-v5.md §3.7, §3.8):
   that is less advanced (open after terminal, less filled) is stale, and the same status and
   filled quantity again is a duplicate. Once terminal, the same status and filled quantity
   at a later time is the duplicate ``Filled`` Bybit sends when a cancel races a fill (§3.5).
-- executions: by execId.
+- executions: by execId. The execution watermark is the exchange time up to which every
+  fill is known: the latest execTime accepted (stream or REST), or the time of a completed
+  execution backfill. A resync fetches the history from a little before it, since a
+  snapshot of positions, orders and wallet holds no fills (see ``begin_backfill``).
 - wallet: by exchange time (frame creationTime, REST response time); an unchanged wallet is
   not published again.
 
@@ -47,6 +50,8 @@ TERMINAL_STATUSES = frozenset(
     {"Filled", "Cancelled", "Rejected", "Deactivated", "PartiallyFilledCanceled"}
 )
 _ZERO = Decimal(0)
+# Bybit's /v5/execution/list answers at most 7 days back.
+EXECUTION_HISTORY_MS = 7 * 24 * 3600 * 1000
 
 
 class Verdict(StrEnum):
@@ -71,6 +76,19 @@ class ClosedOrder:
     order_status: str
     cum_exec_qty: Decimal
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillWindow:
+    """Where an execution backfill starts; ``wanted_ms`` differs when it was clamped to the
+    history Bybit keeps (fills before ``start_ms`` can no longer be fetched)."""
+
+    start_ms: int
+    wanted_ms: int
+
+    @property
+    def clamped(self) -> bool:
+        return self.start_ms != self.wanted_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +119,10 @@ class AccountState:
         self._closed_kept = closed_orders_kept
         self._exec_ids: OrderedDict[str, None] = OrderedDict()
         self._exec_kept = exec_ids_kept
+        self.execution_watermark_ms: int | None = None
+        # Start of a backfill that has not completed: the next one must reach back at least
+        # as far, even if stream fills applied meanwhile moved the watermark on.
+        self._backfill_pending_ms: int | None = None
         self.wallet: WalletUpdated | None = None
         self.wallet_time_ms = -1
         # How many open positions and open orders each symbol has: kept as things change
@@ -195,7 +217,41 @@ class AccountState:
         self._exec_ids[ev.exec_id] = None
         while len(self._exec_ids) > self._exec_kept:
             self._exec_ids.popitem(last=False)
+        self.executions_known_until(to_ms(ev.occurred_at))
         return Verdict.ACCEPTED
+
+    def has_execution(self, exec_id: str) -> bool:
+        """Whether this fill was accepted (among the last ``exec_ids_kept``)."""
+        return exec_id in self._exec_ids
+
+    def executions_known_until(self, time_ms: int) -> None:
+        """Every fill up to ``time_ms`` (exchange clock) has been seen or is not wanted."""
+        if self.execution_watermark_ms is None or time_ms > self.execution_watermark_ms:
+            self.execution_watermark_ms = time_ms
+
+    def begin_backfill(self, *, now_ms: int, overlap_ms: int) -> BackfillWindow | None:
+        """Where the execution history should be read from, or None without a watermark.
+
+        It starts ``overlap_ms`` before the watermark, because a fill can reach the stream
+        after a later one (the later one moved the watermark; the earlier one died with the
+        link); what the overlap re-reads is deduplicated by execId. It reaches back to a
+        backfill that never completed, and no further than the 7 days Bybit keeps. The start
+        stays pending until ``end_backfill``.
+        """
+        if self.execution_watermark_ms is None:
+            return None
+        wanted = self.execution_watermark_ms - overlap_ms
+        if self._backfill_pending_ms is not None:
+            wanted = min(wanted, self._backfill_pending_ms)
+        self._backfill_pending_ms = wanted
+        # A minute inside the limit, so that clock skew cannot push it outside.
+        oldest = now_ms - EXECUTION_HISTORY_MS + 60_000
+        return BackfillWindow(max(wanted, oldest), wanted)
+
+    def end_backfill(self, known_until_ms: int) -> None:
+        """The history up to ``known_until_ms`` (the REST response time) has been applied."""
+        self._backfill_pending_ms = None
+        self.executions_known_until(known_until_ms)
 
     def apply_wallet(self, ev: WalletUpdated, time_ms: int) -> Verdict:
         if time_ms < self.wallet_time_ms:

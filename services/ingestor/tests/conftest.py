@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ingestor.app import Ingestor
 from ingestor.settings import IngestorSettings
 from riskwatch_common.contracts import (
     AccountStatusChanged,
+    ExecutionReported,
     OrderUpdated,
     PositionUpdated,
     WalletUpdated,
@@ -101,7 +102,7 @@ class SimHandle:
             lines += [
                 f"  - name: {name}",
                 f"    group: {group}",
-                "    account_type: unified",
+                f"    account_type: {spec.account_type}",
                 f"    position_mode: {spec.position_mode}",
                 "    environment: simulator",
                 f"    credentials: {{api_key_env: K{i}, api_secret_env: S{i}}}",
@@ -209,6 +210,11 @@ class Folded:
     wallets: dict[str, WalletUpdated]
     statuses: list[AccountStatusChanged]
     event_ids: list[str]
+    # (account, execId) -> every event id it reached Kafka with
+    executions: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+
+    def exec_ids(self, account: str) -> set[str]:
+        return {e for a, e in self.executions if a == account}
 
     def open_positions(self, account: str) -> dict[tuple[str, int], PositionUpdated]:
         return {
@@ -232,6 +238,8 @@ def fold(records: list[tuple[bytes | None, bytes]]) -> Folded:
             f.wallets[ev.account] = ev
         elif isinstance(ev, AccountStatusChanged):
             f.statuses.append(ev)
+        elif isinstance(ev, ExecutionReported):
+            f.executions.setdefault((ev.account, ev.exec_id), set()).add(ev.event_id)
     return f
 
 
@@ -284,12 +292,30 @@ def mismatches(truth: dict[str, Any], folded: Folded, accounts: list[str]) -> li
     return problems
 
 
+def execution_mismatches(truth: dict[str, Any], folded: Folded, accounts: list[str]) -> list[str]:
+    """Fills the exchange made that Kafka lacks (or has extra), and fills under two ids."""
+    problems: list[str] = []
+    by_name = {a["account"]: a for a in truth["accounts"]}
+    for name in accounts:
+        want = set(by_name[name]["executions"])
+        have = folded.exec_ids(name)
+        if missing := sorted(want - have):
+            problems.append(f"{name}: {len(missing)} fills not on Kafka, e.g. {missing[:3]}")
+        if extra := sorted(have - want):
+            problems.append(f"{name}: {len(extra)} fills the exchange never made: {extra[:3]}")
+    for (name, exec_id), ids in folded.executions.items():
+        if name in accounts and len(ids) != 1:
+            problems.append(f"{name}: fill {exec_id} under {len(ids)} event ids")
+    return problems
+
+
 class Helpers:
     fast_settings = staticmethod(fast_settings)
     load = staticmethod(load)
     fold = staticmethod(fold)
     read_folded = staticmethod(read_folded)
     mismatches = staticmethod(mismatches)
+    execution_mismatches = staticmethod(execution_mismatches)
 
 
 @pytest.fixture

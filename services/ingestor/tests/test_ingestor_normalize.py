@@ -178,6 +178,35 @@ def test_execution_frame_from_docs() -> None:
     assert ev.event_id == derived_event_id("main", "0ab1bdf7-4219-438b-b30a-32ec863018f7")
 
 
+def test_rest_execution_row_without_category_normalizes_like_the_stream_row() -> None:
+    # /v5/execution/list rows are the stream's execution rows without `category`
+    (ws_row,) = frame("ws_execution.json")["data"]
+    rest_row = {k: v for k, v in ws_row.items() if k != "category"}
+    meta = n.Meta("main", SOURCE, NOW, "resync:1", DataOrigin.SNAPSHOT)
+
+    events, bad = n.snapshot_events([rest_row], n.execution_event, meta)
+
+    assert bad == []
+    (ev,) = events
+    assert isinstance(ev, ExecutionReported)
+    assert ev.exec_qty == D("0.5")
+    assert ev.occurred_at == n.from_ms(1746270400353)
+    assert ev.origin is DataOrigin.SNAPSHOT
+    # the same fill by stream and by REST has one event id
+    assert ev.event_id == normalize(frame("ws_execution.json")).events[0].event_id
+
+
+def test_rest_execution_row_missing_its_identity_is_a_bad_row() -> None:
+    (ws_row,) = frame("ws_execution.json")["data"]
+    rest_row = {k: v for k, v in ws_row.items() if k not in ("category", "execId")}
+    meta = n.Meta("main", SOURCE, NOW, "resync:1", DataOrigin.SNAPSHOT)
+
+    events, bad = n.snapshot_events([rest_row], n.execution_event, meta)
+
+    assert events == []
+    assert bad == [(0, "KeyError: 'execId'")]
+
+
 def test_ticker_snapshot_from_docs_to_mark_price() -> None:
     tf = n.ticker_frame(frame("ws_tickers_btc.json"))
 

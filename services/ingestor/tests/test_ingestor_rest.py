@@ -161,3 +161,21 @@ async def test_ip_limiter_serves_waiters_in_order() -> None:
     await wait_until(lambda: len(order) == 5, timeout=5)
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3, 4]
+
+
+async def test_ip_limiter_counts_a_held_slot_until_a_window_after_the_request_ends() -> None:
+    # The exchange counts a request when it arrives, anywhere between send and response.
+    now = [0.0]
+
+    async def fake_sleep(s: float) -> None:
+        now[0] += s
+
+    limiter = SlidingWindowLimiter(2, 5.0, monotonic=lambda: now[0], sleep=fake_sleep)
+    async with limiter.hold():
+        now[0] = 4.0  # a slow response
+    async with limiter.hold():
+        pass
+
+    assert limiter.delay() == pytest.approx(5.0)  # the first slot counts until 4 + 5 s
+    async with limiter.hold() as waited:
+        assert waited == pytest.approx(5.0)

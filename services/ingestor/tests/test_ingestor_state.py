@@ -9,6 +9,7 @@ from typing import Any
 from ingestor import normalize as n
 from ingestor.state import (
     CLOSED_BY_RESYNC,
+    EXECUTION_HISTORY_MS,
     AccountState,
     Coalescer,
     SnapshotEvents,
@@ -16,7 +17,12 @@ from ingestor.state import (
     TickerBook,
     Verdict,
 )
-from riskwatch_common.contracts import DataOrigin, OrderUpdated, PositionUpdated
+from riskwatch_common.contracts import (
+    DataOrigin,
+    ExecutionReported,
+    OrderUpdated,
+    PositionUpdated,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 STREAM = n.Meta("acc", "ingestor/t", NOW, "frame-1")
@@ -116,21 +122,94 @@ def test_reordered_frames_at_the_same_millisecond_keep_the_more_advanced_state()
     assert st.apply_order(order("o1", "PartiallyFilled", T0, cum="0.5")) is Verdict.STALE
 
 
-def test_executions_dedupe_on_exec_id() -> None:
-    st = AccountState("acc")
+def execution(exec_id: str, t: int, meta: n.Meta = STREAM) -> ExecutionReported:
     row = {
-        "execId": "e1",
+        "execId": exec_id,
         "orderId": "o1",
         "symbol": "BTCUSDT",
         "side": "Buy",
         "execPrice": "1",
         "execQty": "1",
-        "execTime": str(T0),
+        "execTime": str(t),
     }
-    ev = n.execution_event(row, STREAM)
+    return n.execution_event(row, meta)
+
+
+def test_executions_dedupe_on_exec_id() -> None:
+    st = AccountState("acc")
+    ev = execution("e1", T0)
 
     assert st.apply_execution(ev) is Verdict.ACCEPTED
     assert st.apply_execution(ev) is Verdict.DUPLICATE
+
+
+# --------------------------------------------------------------------------- execution backfill
+
+
+def test_no_backfill_before_the_watermark_is_known() -> None:
+    assert AccountState("acc").begin_backfill(now_ms=T0, overlap_ms=5000) is None
+
+
+def test_watermark_is_the_latest_accepted_exec_time_whatever_the_arrival_order() -> None:
+    st = AccountState("acc")
+    st.apply_execution(execution("e2", T0 + 50))
+    st.apply_execution(execution("e1", T0 + 10))  # arrived late
+    st.apply_execution(execution("e2", T0 + 999))  # a duplicate moves nothing
+
+    assert st.execution_watermark_ms == T0 + 50
+
+
+def test_backfill_starts_an_overlap_before_the_watermark() -> None:
+    st = AccountState("acc")
+    st.apply_execution(execution("e1", T0))
+
+    window = st.begin_backfill(now_ms=T0 + 60_000, overlap_ms=5000)
+
+    assert window is not None
+    assert (window.start_ms, window.clamped) == (T0 - 5000, False)
+
+
+def test_backfilled_fills_already_streamed_are_duplicates_and_new_ones_accepted() -> None:
+    st = AccountState("acc")
+    st.apply_execution(execution("e1", T0, STREAM))
+    st.begin_backfill(now_ms=T0 + 60_000, overlap_ms=5000)
+
+    verdicts = [st.apply_execution(execution(e, t, SNAP)) for e, t in (("e1", T0), ("e2", T0 + 9))]
+    st.end_backfill(T0 + 60_000)
+
+    assert verdicts == [Verdict.DUPLICATE, Verdict.ACCEPTED]
+    assert st.execution_watermark_ms == T0 + 60_000  # the whole fetched range is known
+
+
+def test_a_failed_backfill_is_reached_back_to_by_the_next_one() -> None:
+    st = AccountState("acc")
+    st.executions_known_until(T0)
+    first = st.begin_backfill(now_ms=T0 + 60_000, overlap_ms=5000)
+    # the resync failed; the buffered stream frames applied meanwhile moved the watermark
+    st.apply_execution(execution("e9", T0 + 30_000))
+
+    second = st.begin_backfill(now_ms=T0 + 90_000, overlap_ms=5000)
+
+    assert first is not None
+    assert second is not None
+    assert second.start_ms == first.start_ms == T0 - 5000
+    st.end_backfill(T0 + 90_000)
+    third = st.begin_backfill(now_ms=T0 + 120_000, overlap_ms=5000)
+    assert third is not None
+    assert third.start_ms == T0 + 85_000
+
+
+def test_backfill_older_than_bybits_seven_days_is_clamped() -> None:
+    st = AccountState("acc")
+    st.executions_known_until(T0)
+    now = T0 + EXECUTION_HISTORY_MS + 3_600_000
+
+    window = st.begin_backfill(now_ms=now, overlap_ms=5000)
+
+    assert window is not None
+    assert window.clamped
+    assert window.wanted_ms == T0 - 5000
+    assert now - EXECUTION_HISTORY_MS < window.start_ms <= now - EXECUTION_HISTORY_MS + 60_000
 
 
 # --------------------------------------------------------------------------- resync merge

@@ -4,7 +4,9 @@ Every call first takes a slot from the process-wide per-IP limiter. Per-UID limi
 honoured from the response headers: ``retCode 10006`` sleeps until
 ``X-Bapi-Limit-Reset-Timestamp`` (now + 2 s when the header is missing, pybit #340), and an
 exhausted ``X-Bapi-Limit-Status`` pauses that account's endpoint for one window before the
-exchange has to refuse it.
+exchange has to refuse it. An HTTP 403 is Bybit's IP ban: from then on every call of the
+process fails at once with ``BybitIpBanned`` (no request goes out) until the ban is over, so
+callers can keep streaming and retry later instead of blocking for minutes.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ log = logging.getLogger(__name__)
 
 AUTH_RET_CODES = frozenset({10003, 10004, 10005, 10007, 10010, 33004})
 _RETRYABLE_RET_CODES = frozenset({10000, 10016, 10429})
-_IP_BAN_S = 600.0  # bybit-v5.md §1.5: a 403 IP ban lifts after at least 10 minutes
 _UID_WINDOW_MS = 1000
 _MAX_PAGES = 100
+# Execution history (bybit-v5.md §1.5: 50 calls/s per UID) at 100 rows a page: 50,000 fills,
+# as many as a week of a busy account; beyond that the backfill fails loudly.
+_EXECUTION_MAX_PAGES = 500
 
 
 class BybitError(Exception):
@@ -46,6 +50,14 @@ class BybitError(Exception):
 
 class BybitAuthError(BybitError):
     """The key is wrong, revoked, for another environment, or the signature is bad."""
+
+
+class BybitIpBanned(BybitError):
+    """Bybit banned this IP (HTTP 403), or a ban it announced earlier is still in force."""
+
+    def __init__(self, path: str, message: str, remaining_s: float) -> None:
+        super().__init__(path, None, message, 403)
+        self.remaining_s = remaining_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,7 @@ class BybitRest:
         recv_window_ms: int = 5000,
         timeout_s: float = 10.0,
         max_attempts: int = 5,
+        ip_ban_s: float = 600.0,
         now_ms: Callable[[], int] = _now_ms,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
@@ -83,6 +96,9 @@ class BybitRest:
         self._recv_window_ms = recv_window_ms
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_attempts = max_attempts
+        # bybit-v5.md §1.5: a 403 IP ban lifts after at least 10 minutes; a setting so that
+        # tests (and a deployment that knows better) can choose.
+        self._ip_ban_s = ip_ban_s
         self._now_ms = now_ms
         self._sleep = sleep
         self._rng = rng
@@ -107,23 +123,32 @@ class BybitRest:
         attempt = 0
         while True:
             attempt += 1
-            await self._wait_budgets(path, throttle)
-            headers: dict[str, str] = {}
-            if account is not None:
-                creds = account.credentials
-                headers = rest_headers(
-                    api_key=creds.api_key.get_secret_value(),
-                    api_secret=creds.api_secret.get_secret_value(),
-                    timestamp_ms=self._now_ms(),
-                    recv_window_ms=recv_window,
-                    query=query,
-                )
+            if (banned := self.ip_ban_remaining_s()) > 0:
+                metrics.REST_CALLS.labels(path, "skipped_ip_ban").inc()
+                raise BybitIpBanned(path, f"IP banned by Bybit for {banned:.0f}s more", banned)
+            await self._wait_uid(path, throttle)
             try:
-                async with self._session.get(url, headers=headers, timeout=self._timeout) as resp:
-                    status = resp.status
-                    body = await resp.read()
-                    limit_status = resp.headers.get("X-Bapi-Limit-Status")
-                    reset_header = resp.headers.get("X-Bapi-Limit-Reset-Timestamp")
+                async with self._ip.hold() as ip_waited:
+                    if ip_waited > 0:
+                        metrics.RATE_LIMIT_WAITS.labels("ip_budget").inc()
+                        metrics.RATE_LIMIT_WAIT_SECONDS.labels("ip_budget").inc(ip_waited)
+                    headers: dict[str, str] = {}
+                    if account is not None:
+                        creds = account.credentials
+                        headers = rest_headers(
+                            api_key=creds.api_key.get_secret_value(),
+                            api_secret=creds.api_secret.get_secret_value(),
+                            timestamp_ms=self._now_ms(),
+                            recv_window_ms=recv_window,
+                            query=query,
+                        )
+                    async with self._session.get(
+                        url, headers=headers, timeout=self._timeout
+                    ) as resp:
+                        status = resp.status
+                        body = await resp.read()
+                        limit_status = resp.headers.get("X-Bapi-Limit-Status")
+                        reset_header = resp.headers.get("X-Bapi-Limit-Reset-Timestamp")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 metrics.REST_CALLS.labels(path, "network_error").inc()
                 if attempt >= self._max_attempts:
@@ -137,9 +162,14 @@ class BybitRest:
             if status == 403:
                 # Bybit's IP ban: every account of this process shares the IP, so all stop.
                 metrics.REST_CALLS.labels(path, "ip_banned").inc()
-                self._ip.block_for(_IP_BAN_S)
-                log.error("bybit answered 403: IP rate limit hit, pausing all REST for 10 min")
-                raise BybitError(path, None, "HTTP 403 (IP rate limit or region block)", 403)
+                self._ip.block_for(self._ip_ban_s)
+                log.error(
+                    "bybit answered 403: IP rate limit hit, pausing all REST",
+                    extra={"path": path, "pause_s": self._ip_ban_s, "body": body[:100]},
+                )
+                raise BybitIpBanned(
+                    path, "HTTP 403 (IP rate limit or region block)", self._ip_ban_s
+                )
             if status == 429 or status >= 500:
                 metrics.REST_CALLS.labels(path, f"http_{status}").inc()
                 if attempt >= self._max_attempts:
@@ -182,7 +212,11 @@ class BybitRest:
             metrics.REST_CALLS.labels(path, "error").inc()
             raise BybitError(path, ret_code, ret_msg)
 
-    async def _wait_budgets(self, path: str, throttle: UidThrottle | None) -> None:
+    def ip_ban_remaining_s(self) -> float:
+        """Seconds until the IP ban announced by a 403 is over (0 when none)."""
+        return self._ip.blocked_for()
+
+    async def _wait_uid(self, path: str, throttle: UidThrottle | None) -> None:
         if throttle is not None:
             until = throttle.blocked_until_ms.get(path, 0)
             wait_s = (until - self._now_ms()) / 1000
@@ -190,10 +224,6 @@ class BybitRest:
                 metrics.RATE_LIMIT_WAITS.labels("uid").inc()
                 metrics.RATE_LIMIT_WAIT_SECONDS.labels("uid").inc(wait_s)
                 await self._sleep(wait_s)
-        waited = await self._ip.acquire()
-        if waited > 0:
-            metrics.RATE_LIMIT_WAITS.labels("ip_budget").inc()
-            metrics.RATE_LIMIT_WAIT_SECONDS.labels("ip_budget").inc(waited)
 
     def _note_limit_status(
         self,
@@ -246,13 +276,14 @@ class BybitRest:
         *,
         account: AccountConfig | None = None,
         throttle: UidThrottle | None = None,
+        max_pages: int = _MAX_PAGES,
     ) -> tuple[list[dict[str, Any]], int]:
         """Every row of a cursor-paginated list; returns (rows, time of the first page)."""
         rows: list[dict[str, Any]] = []
         cursor = ""
         first_time: int | None = None
         seen: set[str] = set()
-        for _ in range(_MAX_PAGES):
+        for _ in range(max_pages):
             page_params = [*params, ("cursor", cursor)] if cursor else params
             resp = await self.get(base_url, path, page_params, account=account, throttle=throttle)
             if first_time is None:
@@ -267,7 +298,7 @@ class BybitRest:
             if cursor in seen:
                 raise BybitError(path, 0, "pagination cursor repeated")
             seen.add(cursor)
-        raise BybitError(path, 0, f"more than {_MAX_PAGES} pages")
+        raise BybitError(path, 0, f"more than {max_pages} pages")
 
 
 def _parse_ms(text: str | None) -> int | None:
@@ -289,6 +320,10 @@ class Snapshot:
     orders_time_ms: int
     wallet: dict[str, Any] | None
     wallet_time_ms: int
+    # Execution history since the requested start, newest first as Bybit lists it; None
+    # when none was asked for. Every fill up to ``executions_time_ms`` is in it.
+    executions: list[dict[str, Any]] | None = None
+    executions_time_ms: int = 0
 
 
 class AccountRest:
@@ -333,14 +368,31 @@ class AccountRest:
         row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
         return row, resp.time_ms
 
-    async def snapshot(self) -> Snapshot:
+    async def executions(self, start_ms: int) -> tuple[list[dict[str, Any]], int]:
+        """Every linear execution with ``execTime >= start_ms``, newest first, and the time of
+        the first page (nothing up to it is missing: later pages only reach further back).
+
+        One call covers every settle coin: ``/v5/execution/list`` takes no ``settleCoin``,
+        and ``startTime`` alone asks for the 7 days from it, Bybit's longest window.
+        """
+        return await self._rest.paginate(
+            self.account.endpoints.rest_url,
+            "/v5/execution/list",
+            [("category", "linear"), ("startTime", str(start_ms)), ("limit", "100")],
+            account=self.account,
+            throttle=self.throttle,
+            max_pages=_EXECUTION_MAX_PAGES,
+        )
+
+    async def snapshot(self, *, executions_from_ms: int | None = None) -> Snapshot:
+        """Positions, open orders, wallet and, when ``executions_from_ms`` is given, the
+        execution history from then on."""
         # Concurrent to keep the resync window (and the buffered stream) short; a failure
         # cancels the siblings instead of leaving them running against a dead session.
-        tasks = (
-            asyncio.ensure_future(self.positions()),
-            asyncio.ensure_future(self.open_orders()),
-            asyncio.ensure_future(self.wallet()),
-        )
+        calls: list[Any] = [self.positions(), self.open_orders(), self.wallet()]
+        if executions_from_ms is not None:
+            calls.append(self.executions(executions_from_ms))
+        tasks = [asyncio.ensure_future(c) for c in calls]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -351,7 +403,10 @@ class AccountRest:
         positions, pt = tasks[0].result()
         orders, ot = tasks[1].result()
         wallet, wt = tasks[2].result()
-        return Snapshot(positions, pt, orders, ot, wallet, wt)
+        if executions_from_ms is None:
+            return Snapshot(positions, pt, orders, ot, wallet, wt)
+        executions, et = tasks[3].result()
+        return Snapshot(positions, pt, orders, ot, wallet, wt, executions, et)
 
 
 async def risk_limit_rows(rest: BybitRest, base_url: str, symbol: str) -> list[dict[str, Any]]:
