@@ -30,6 +30,7 @@ from ingestor import metrics, normalize
 from ingestor.accounts import AccountConfig, PositionMode
 from ingestor.bybit.ratelimit import SlidingWindowLimiter
 from ingestor.bybit.rest import (
+    EXECUTION_BACKFILL_MAX_ROWS,
     AccountRest,
     BybitAuthError,
     BybitError,
@@ -490,6 +491,14 @@ class AccountStream:
         newest first); rows that do not normalize go to ``dead_letters``."""
         if snap.executions is None:
             return []
+        if len(snap.executions) >= EXECUTION_BACKFILL_MAX_ROWS:
+            # Only the newest fills were read (Bybit lists newest first): the state is still
+            # right (the snapshot), but older missed fills will never be reported. Loudly.
+            metrics.EXECUTION_BACKFILLS_TRUNCATED.inc()
+            log.error(
+                "execution backfill truncated: older missed fills are not reported",
+                extra={"account": self.name, "read": len(snap.executions)},
+            )
         rows = snap.executions[::-1]
         executions, bad = normalize.snapshot_events(rows, normalize.execution_event, meta)
         for i, err in bad:

@@ -52,6 +52,10 @@ EXECUTIONS_BACKFILLED = m.counter(
     "ingestor_executions_backfilled_total",
     "Fills the stream had not delivered, read from /v5/execution/list by a resync",
 )
+EXECUTION_BACKFILLS_TRUNCATED = m.counter(
+    "ingestor_execution_backfills_truncated_total",
+    "Backfills that found more fills than one resync reads; the oldest were not read",
+)
 SECONDS_SINCE_MESSAGE = m.gauge(
     "ingestor_seconds_since_last_message",
     "Seconds since the last message (data or pong) on an account's private link",

@@ -10,7 +10,13 @@ import aiohttp
 import pytest
 
 from ingestor.bybit.ratelimit import SlidingWindowLimiter
-from ingestor.bybit.rest import AccountRest, BybitAuthError, BybitRest, risk_limit_rows
+from ingestor.bybit.rest import (
+    AccountRest,
+    BybitAuthError,
+    BybitError,
+    BybitRest,
+    risk_limit_rows,
+)
 from riskwatch_common.testkit import wait_until
 
 StartSim = Any
@@ -84,6 +90,31 @@ async def test_open_orders_are_paged_by_cursor_passed_through_as_received(
     # 50 + 7 over two pages: the second page's signature covered the encoded cursor
     assert len(rows) == 57
     assert len({r["orderId"] for r in rows}) == 57
+
+
+async def test_too_many_pages_is_an_error_unless_the_caller_keeps_the_first_pages(
+    start_sim: StartSim, h: H, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    sim = await start_sim("sample_portfolio.yaml")
+    for i in range(5):
+        await sim.action(
+            action="place_order", account="main", symbol="BTCUSDT", side="Buy",
+            qty="0.001", price=str(60000 + i),
+        )  # fmt: skip
+    acc = await account_rest(sim, h, tmp_path, session)
+    params = [("category", "linear"), ("settleCoin", "USDT"), ("limit", "2")]
+    base = acc.account.endpoints.rest_url
+    client = rest(session)
+
+    with pytest.raises(BybitError, match="more than 2 pages"):
+        await client.paginate(base, "/v5/order/realtime", params, account=acc.account, max_pages=2)
+    # the execution backfill's way: the newest rows (first pages) rather than nothing
+    rows, first_time = await client.paginate(
+        base, "/v5/order/realtime", params, account=acc.account, max_pages=2, keep_partial=True
+    )
+
+    assert len(rows) == 4
+    assert first_time > 0
 
 
 async def test_wrong_secret_is_an_auth_error_with_ret_code(

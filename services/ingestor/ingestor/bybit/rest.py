@@ -37,6 +37,8 @@ _MAX_PAGES = 100
 # Execution history (bybit-v5.md §1.5: 50 calls/s per UID) at 100 rows a page: 50,000 fills,
 # as many as a week of a busy account; beyond that the backfill fails loudly.
 _EXECUTION_MAX_PAGES = 500
+EXECUTION_PAGE_ROWS = 100
+EXECUTION_BACKFILL_MAX_ROWS = _EXECUTION_MAX_PAGES * EXECUTION_PAGE_ROWS
 
 
 class BybitError(Exception):
@@ -277,8 +279,13 @@ class BybitRest:
         account: AccountConfig | None = None,
         throttle: UidThrottle | None = None,
         max_pages: int = _MAX_PAGES,
+        keep_partial: bool = False,
     ) -> tuple[list[dict[str, Any]], int]:
-        """Every row of a cursor-paginated list; returns (rows, time of the first page)."""
+        """Every row of a cursor-paginated list; returns (rows, time of the first page).
+
+        More than ``max_pages`` pages is an error, unless ``keep_partial``: then the rows of
+        the first ``max_pages`` pages are returned and the caller tells from their count.
+        """
         rows: list[dict[str, Any]] = []
         cursor = ""
         first_time: int | None = None
@@ -298,6 +305,8 @@ class BybitRest:
             if cursor in seen:
                 raise BybitError(path, 0, "pagination cursor repeated")
             seen.add(cursor)
+        if keep_partial and first_time is not None:
+            return rows, first_time
         raise BybitError(path, 0, f"more than {max_pages} pages")
 
 
@@ -378,10 +387,17 @@ class AccountRest:
         return await self._rest.paginate(
             self.account.endpoints.rest_url,
             "/v5/execution/list",
-            [("category", "linear"), ("startTime", str(start_ms)), ("limit", "100")],
+            [
+                ("category", "linear"),
+                ("startTime", str(start_ms)),
+                ("limit", str(EXECUTION_PAGE_ROWS)),
+            ],
             account=self.account,
             throttle=self.throttle,
             max_pages=_EXECUTION_MAX_PAGES,
+            # The newest fills, when there are more than a backfill reads: better than a
+            # resync that fails every time and leaves the account never streaming.
+            keep_partial=True,
         )
 
     async def snapshot(self, *, executions_from_ms: int | None = None) -> Snapshot:
