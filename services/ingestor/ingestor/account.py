@@ -407,6 +407,8 @@ class AccountStream:
         backfilled = self._apply_backfill(snap, meta, items)
         positions, bad_p = normalize.snapshot_events(snap.positions, normalize.position_event, meta)
         orders, bad_o = normalize.snapshot_events(snap.orders, normalize.order_event, meta)
+        closed_rows = snap.closed_orders or []
+        closed, bad_c = normalize.snapshot_events(closed_rows, normalize.order_event, meta)
         wallet = None
         if snap.wallet is not None:
             try:
@@ -418,7 +420,7 @@ class AccountStream:
                 )
             except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
                 items.append(self._rest_dead_letter(snap.wallet, f"wallet: {exc}"))
-        for rows, bad in ((snap.positions, bad_p), (snap.orders, bad_o)):
+        for rows, bad in ((snap.positions, bad_p), (snap.orders, bad_o), (closed_rows, bad_c)):
             for i, err in bad:
                 items.append(self._rest_dead_letter(rows[i], err))
         before_open = set(self.state.open_orders)
@@ -429,6 +431,15 @@ class AccountStream:
                 [o for o in orders if isinstance(o, OrderUpdated)],
                 wallet,
                 snap.wallet_time_ms,
+                # Only those closed inside the backfill window: the older ones (Bybit keeps
+                # 500) were seen by the stream or predate this process.
+                [
+                    o
+                    for o in closed
+                    if isinstance(o, OrderUpdated)
+                    and window is not None
+                    and normalize.to_ms(o.updated_at) >= window.start_ms
+                ],
             ),
             meta,
             on_verdict=_count_snapshot_verdict,

@@ -97,6 +97,9 @@ class SnapshotEvents:
     orders: list[OrderUpdated]
     wallet: WalletUpdated | None
     wallet_time_ms: int
+    # Orders Bybit lists as recently closed, already limited to the backfill window: their
+    # real final state, which beats "vanished, so Deactivated".
+    closed_orders: list[OrderUpdated] = field(default_factory=list)
 
 
 class AccountState:
@@ -310,6 +313,14 @@ class AccountState:
             verdict = self.apply_order(order)
             if on_verdict is not None:
                 on_verdict("order", verdict)
+            if verdict is Verdict.ACCEPTED:
+                out.append(order)
+        for order in snap.closed_orders:
+            if order.order_id in seen_orders or order.order_status not in TERMINAL_STATUSES:
+                continue
+            verdict = self.apply_order(order)
+            if on_verdict is not None:
+                on_verdict("closed_order", verdict)
             if verdict is Verdict.ACCEPTED:
                 out.append(order)
         for order_id, last_order in list(self.open_orders.items()):

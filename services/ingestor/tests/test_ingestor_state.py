@@ -275,6 +275,30 @@ def test_orders_missing_from_the_snapshot_are_closed_and_positions_go_flat() -> 
     assert st.order("gone").order_status == "Filled"
 
 
+def test_recently_closed_orders_give_the_real_end_instead_of_deactivated() -> None:
+    st = AccountState("acc")
+    st.apply_order(order("filled_away", "New", T0))
+    st.apply_order(order("vanished", "New", T0))
+    closed = [
+        order("filled_away", "Filled", T0 + 5, cum="1", meta=SNAP),
+        order("placed_and_cancelled_away", "Cancelled", T0 + 7, meta=SNAP),
+        order("ignored_not_closed", "New", T0 + 8, meta=SNAP),
+    ]
+
+    out = st.apply_snapshot(SnapshotEvents([], [], None, 0, closed), SNAP)
+
+    got = [(o.order_id, o.order_status) for o in out if isinstance(o, OrderUpdated)]
+    assert got == [
+        ("filled_away", "Filled"),
+        ("placed_and_cancelled_away", "Cancelled"),
+        ("vanished", CLOSED_BY_RESYNC),  # not listed as closed: only inferred
+    ]
+    assert st.open_orders == {}
+    assert st.order("ignored_not_closed") is None
+    # a later resync listing the same closed orders publishes nothing again
+    assert st.apply_snapshot(SnapshotEvents([], [], None, 0, closed[:2]), SNAP) == []
+
+
 def test_buffered_stream_frames_applied_after_the_snapshot_win() -> None:
     """The resync order: snapshot first, then the frames buffered while it was fetched."""
     st = AccountState("acc")

@@ -333,6 +333,9 @@ class Snapshot:
     # when none was asked for. Every fill up to ``executions_time_ms`` is in it.
     executions: list[dict[str, Any]] | None = None
     executions_time_ms: int = 0
+    # Recently closed orders (fetched with the executions): the real end of orders that
+    # closed, or opened and closed, while the stream was away.
+    closed_orders: list[dict[str, Any]] | None = None
 
 
 class AccountRest:
@@ -349,7 +352,14 @@ class AccountRest:
     async def open_orders(self) -> tuple[list[dict[str, Any]], int]:
         return await self._per_settle_coin("/v5/order/realtime", "50")
 
-    async def _per_settle_coin(self, path: str, limit: str) -> tuple[list[dict[str, Any]], int]:
+    async def recently_closed_orders(self) -> tuple[list[dict[str, Any]], int]:
+        """Orders closed lately: ``openOnly=1`` lists the last 500 per account (§2.2), with
+        their real final status (Filled, Cancelled, ...)."""
+        return await self._per_settle_coin("/v5/order/realtime", "50", [("openOnly", "1")])
+
+    async def _per_settle_coin(
+        self, path: str, limit: str, extra: list[tuple[str, str]] | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
         """Every page of ``path`` for each settle coin; the earliest response time with them."""
         rows: list[dict[str, Any]] = []
         first: int | None = None
@@ -357,7 +367,7 @@ class AccountRest:
             page_rows, t = await self._rest.paginate(
                 self.account.endpoints.rest_url,
                 path,
-                [("category", "linear"), ("settleCoin", coin), ("limit", limit)],
+                [("category", "linear"), ("settleCoin", coin), *(extra or []), ("limit", limit)],
                 account=self.account,
                 throttle=self.throttle,
             )
@@ -402,12 +412,13 @@ class AccountRest:
 
     async def snapshot(self, *, executions_from_ms: int | None = None) -> Snapshot:
         """Positions, open orders, wallet and, when ``executions_from_ms`` is given, the
-        execution history from then on."""
+        execution history from then on and the recently closed orders."""
         # Concurrent to keep the resync window (and the buffered stream) short; a failure
         # cancels the siblings instead of leaving them running against a dead session.
         calls: list[Any] = [self.positions(), self.open_orders(), self.wallet()]
         if executions_from_ms is not None:
             calls.append(self.executions(executions_from_ms))
+            calls.append(self.recently_closed_orders())
         tasks = [asyncio.ensure_future(c) for c in calls]
         try:
             await asyncio.gather(*tasks)
@@ -422,7 +433,8 @@ class AccountRest:
         if executions_from_ms is None:
             return Snapshot(positions, pt, orders, ot, wallet, wt)
         executions, et = tasks[3].result()
-        return Snapshot(positions, pt, orders, ot, wallet, wt, executions, et)
+        closed, _ = tasks[4].result()
+        return Snapshot(positions, pt, orders, ot, wallet, wt, executions, et, closed)
 
 
 async def risk_limit_rows(rest: BybitRest, base_url: str, symbol: str) -> list[dict[str, Any]]:
