@@ -35,7 +35,7 @@ _RETRYABLE_RET_CODES = frozenset({10000, 10016, 10429})
 _UID_WINDOW_MS = 1000
 _MAX_PAGES = 100
 # Execution history (bybit-v5.md §1.5: 50 calls/s per UID) at 100 rows a page: 50,000 fills,
-# as many as a week of a busy account; beyond that the backfill fails loudly.
+# as many as a week of a busy account; beyond that a backfill keeps the newest and says so.
 _EXECUTION_MAX_PAGES = 500
 EXECUTION_PAGE_ROWS = 100
 EXECUTION_BACKFILL_MAX_ROWS = _EXECUTION_MAX_PAGES * EXECUTION_PAGE_ROWS
