@@ -47,6 +47,10 @@ unit: install ## tests that need no broker
 test: install kcat lint typecheck ## everything CI runs: lint, types, unit and integration tests
 	$(RUN) pytest $(PYTEST_ARGS)
 
+.PHONY: test-integration
+test-integration: install kcat ## only the tests that need a broker (RISKWATCH_BROKER picks it)
+	$(RUN) pytest -m integration $(PYTEST_ARGS)
+
 .PHONY: kcat
 kcat: ## install kcat (a Kafka client nobody here wrote) when the machine allows it
 	@bash scripts/ensure-kcat.sh
@@ -56,7 +60,7 @@ schemas: install ## regenerate the JSON Schemas of every event into schemas/
 	$(RUN) riskwatch schemas
 
 .PHONY: broker
-broker: install ## run the embedded Kafka-protocol broker on 127.0.0.1:9092 (Ctrl-C stops)
+broker: install ## run a local broker on 127.0.0.1:9092 (RISKWATCH_BROKER=apache|tansu|container)
 	$(RUN) riskwatch broker
 
 .PHONY: demo
@@ -64,11 +68,11 @@ demo: install ## run the whole product on the simulator; DEMO_SECONDS=N stops af
 	$(RUN) riskwatch demo
 
 .PHONY: bench-ingest
-bench-ingest: install ## ingestor throughput and latency on a fresh embedded broker
+bench-ingest: install ## ingestor throughput and latency on a fresh local broker
 	$(RUN) python -m ingestor.bench
 
 .PHONY: bench-risk
-bench-risk: install ## risk processor throughput and latency on a fresh embedded broker
+bench-risk: install ## risk processor throughput and latency on a fresh local broker
 	$(RUN) python -m risk_processor.bench
 
 .PHONY: k8s

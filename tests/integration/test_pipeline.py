@@ -69,9 +69,7 @@ def pipeline(kafka: KafkaSettings, tmp_path: Path) -> Iterator[dict[str, Any]]:
         )
     )
     common = {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "KAFKA_ENABLE_IDEMPOTENCE": str(kafka.enable_idempotence).lower(),
-        "KAFKA_TOPIC_NAMESPACE": kafka.topic_namespace,
+        **kafka.as_env(),
         "LOG_FORMAT": "console",
         "PYTHONUNBUFFERED": "1",
     }

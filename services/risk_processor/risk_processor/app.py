@@ -286,14 +286,14 @@ class RiskProcessor:
             topic_replication_factor=k.replication_factor,
             # The leader topic is only needed for on_leader timers; we have none.
             topic_disable_leader=True,
-            # Tansu holds every JoinGroup for session/2; Apache Kafka's minimum is 6 s.
+            # Apache Kafka's minimum session (group.min.session.timeout.ms) is 6 s.
             broker_session_timeout=session_s,
             broker_heartbeat_interval=k.heartbeat_interval_ms / 1000,
             broker_rebalance_timeout=session_s,
             table_standby_replicas=s.table_standby_replicas,
-            recovery_consistency_check=s.recovery_consistency_check,
-            # exactly_once needs transactions, which Tansu cannot do; our outputs carry
-            # deterministic event ids instead (docs/processing.md, "Restart").
+            # Faust's exactly_once duplicates on rebalance and sends outside the
+            # transaction; our outputs carry deterministic event ids instead
+            # (docs/processing.md, "Restart").
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
             producer_linger=k.linger_ms / 1000,

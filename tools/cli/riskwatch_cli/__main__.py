@@ -1,4 +1,4 @@
-"""``riskwatch``: developer commands (embedded broker, schemas, topic registry)."""
+"""``riskwatch``: developer commands (local broker, schemas, topic registry, demo)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import threading
 from pathlib import Path
 
 from riskwatch_cli.demo import run_demo
-from riskwatch_common.broker import BrokerError, EmbeddedBroker
+from riskwatch_common.broker import BrokerError, local_broker
 from riskwatch_common.kafka import ensure_topics
 from riskwatch_common.logs import configure_logging
 from riskwatch_common.schemas import drifted, write_schemas
-from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.topics import ALL_TOPICS
 
 REPO = Path(__file__).resolve().parents[3]
@@ -23,9 +22,9 @@ REPO = Path(__file__).resolve().parents[3]
 
 def _broker(args: argparse.Namespace) -> int:
     configure_logging("broker", "INFO", "console")
-    broker = EmbeddedBroker(args.port, log_path=Path(args.log) if args.log else None)
     try:
-        bootstrap = broker.start()
+        broker = local_broker(port=args.port, log_path=Path(args.log) if args.log else None)
+        broker.start()
     except BrokerError as exc:
         print(f"riskwatch broker: {exc}", file=sys.stderr)
         return 1
@@ -34,14 +33,18 @@ def _broker(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         if not args.no_topics:
-            kafka = KafkaSettings(
-                bootstrap_servers=bootstrap,
-                enable_idempotence=False,
-                topic_namespace=os.environ.get("KAFKA_TOPIC_NAMESPACE", ""),
+            kafka = broker.kafka_settings(
+                topic_namespace=os.environ.get("KAFKA_TOPIC_NAMESPACE", "")
             )
             asyncio.run(ensure_topics(kafka, ALL_TOPICS))
-        print(f"KAFKA_BOOTSTRAP_SERVERS={bootstrap}", flush=True)
-        print("embedded broker (Tansu, memory-only) running; Ctrl-C stops it", flush=True)
+        print(broker.banner(), flush=True)
+        # what a service started by hand needs to use this broker
+        for name, value in {
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            **broker.client_env,
+        }.items():
+            print(f"{name}={value}", flush=True)
+        print("Ctrl-C stops it", flush=True)
         stop.wait()
     finally:
         broker.stop()
@@ -76,7 +79,9 @@ def _topics(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="riskwatch")
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu)")
+    b = sub.add_parser(
+        "broker", help="run a local Kafka broker (RISKWATCH_BROKER=apache|tansu|container)"
+    )
     b.add_argument("--port", type=int, default=int(os.environ.get("BROKER_PORT", "9092")))
     b.add_argument("--log", help="append the broker's own output to this file")
     b.add_argument("--no-topics", action="store_true", help="do not create registry topics")

@@ -1,10 +1,10 @@
 """``riskwatch demo``: the whole product on the simulator, on one machine, no keys.
 
-Starts the embedded broker, creates the topics, then runs the simulator and the four
-services as separate processes under honcho. It follows the notifier's alert file and, on
-exit, traces one delivered alert back to the simulator frame that caused it (same
-correlation id). With ``DEMO_SECONDS=N`` it stops by itself after N seconds and exits 0
-only if such an alert was delivered.
+Starts the local broker (``RISKWATCH_BROKER``: Apache Kafka by default), creates the
+topics, then runs the simulator and the four services as separate processes under
+honcho. It follows the notifier's alert file and, on exit, traces one delivered alert
+back to the simulator frame that caused it (same correlation id). With ``DEMO_SECONDS=N``
+it stops by itself after N seconds and exits 0 only if such an alert was delivered.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from riskwatch_common.broker import EmbeddedBroker, free_port
+from riskwatch_common.broker import free_port, local_broker
 from riskwatch_common.kafka import ensure_topics
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.topics import ALL_TOPICS
@@ -31,11 +31,10 @@ from riskwatch_common.topics import ALL_TOPICS
 REPO = Path(__file__).resolve().parents[3]
 
 
-def demo_env(var: Path, bootstrap: str) -> dict[str, str]:
+def demo_env(var: Path, kafka: KafkaSettings) -> dict[str, str]:
     """Environment for the demo processes; anything already set in the shell wins."""
     defaults = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_ENABLE_IDEMPOTENCE": "false",
+        **kafka.as_env(),
         "LOG_FORMAT": "console",
         "PYTHONUNBUFFERED": "1",
         "BYBIT_SIM_SCENARIO": str(REPO / "services/bybit_sim/scenarios/drift_to_liquidation.yaml"),
@@ -125,11 +124,11 @@ def run_demo() -> int:
     shutil.rmtree(var, ignore_errors=True)
     var.mkdir(parents=True)
     port = int(os.environ.get("DEMO_BROKER_PORT", "0")) or free_port()
-    broker = EmbeddedBroker(port, log_path=var / "broker.log")
-    bootstrap = broker.start()
-    print(f"embedded broker (Tansu, memory-only) on {bootstrap}", flush=True)
-    env = demo_env(var, bootstrap)
-    kafka = KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False)
+    broker = local_broker(port=port, log_path=var / "broker.log")
+    broker.start()
+    print(broker.banner(), flush=True)
+    kafka = broker.kafka_settings()
+    env = demo_env(var, kafka)
     asyncio.run(ensure_topics(kafka, ALL_TOPICS))
 
     follower = AlertFollower(Path(env["NOTIFIER_ALERTS_FILE"]))

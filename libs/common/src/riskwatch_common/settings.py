@@ -39,9 +39,10 @@ class KafkaSettings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     linger_ms: int = Field(default=5, ge=0, description="Producer batching window.")
     fetch_max_wait_ms: int = Field(
-        default=10,
+        default=500,
         ge=1,
-        description="Consumer fetch wait; the embedded broker never wakes a waiting fetch.",
+        description="Most time a fetch waits for data. Kafka answers as soon as data "
+        "arrives, so this only bounds idle polls (Tansu never wakes a fetch: 10 there).",
     )
     session_timeout_ms: int = Field(default=6000, ge=6000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
@@ -53,6 +54,20 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``KAFKA_*`` variables, for a child process to load the same."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = str(value).lower()
+            env[f"KAFKA_{name.upper()}"] = str(value)
+        return env
 
 
 class BaseServiceSettings(BaseSettings):

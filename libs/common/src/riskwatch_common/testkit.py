@@ -1,7 +1,8 @@
 """Test helpers shared by unit and integration tests of every member.
 
-Kafka comes from ``KAFKA_BOOTSTRAP_SERVERS`` when set, otherwise from an embedded broker
-started once per test session; each test isolates itself with its own topic namespace.
+Kafka comes from ``KAFKA_BOOTSTRAP_SERVERS`` when set, otherwise from the local broker
+``RISKWATCH_BROKER`` selects, started once per test session; each test isolates itself
+with its own topic namespace.
 """
 
 from __future__ import annotations
@@ -30,13 +31,9 @@ def external_bootstrap() -> str | None:
     return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
 
 
-def kafka_settings_for_test(bootstrap: str, *, external: bool) -> KafkaSettings:
-    """Settings with a fresh namespace, so tests sharing a broker never share topics."""
-    return KafkaSettings(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=external,
-        topic_namespace=f"t{uuid.uuid4().hex[:10]}.",
-    )
+def fresh_namespace() -> str:
+    """A fresh topic namespace, so tests sharing a broker never share topics."""
+    return f"t{uuid.uuid4().hex[:10]}."
 
 
 async def wait_until(
