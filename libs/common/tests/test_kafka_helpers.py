@@ -9,7 +9,8 @@ import pytest
 
 from riskwatch_common import contracts as c
 from riskwatch_common import topics
-from riskwatch_common.kafka import Consumer, Producer, RecordMeta
+from riskwatch_common.broker import free_port
+from riskwatch_common.kafka import BrokerProbe, Consumer, Producer, RecordMeta
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.testkit import read_topic, wait_until
 
@@ -171,3 +172,27 @@ async def test_flush_sends_lingering_records_at_once_like_kafkas_flush(
         await producer.stop()
     records = await read_topic(kafka, topics.MARK_PRICES, min_records=2)
     assert sorted(key or b"" for key, _ in records) == [b"BTCUSDT", b"ETHUSDT"]
+
+
+async def test_broker_probe_reports_a_reachable_cluster_and_a_dead_one(
+    kafka: KafkaSettings,
+) -> None:
+    results: dict[str, list[tuple[bool, str]]] = {"up": [], "down": []}
+    dead = kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    probes = [
+        asyncio.create_task(
+            BrokerProbe(
+                k, lambda ok, d, key=key: results[key].append((ok, d)), interval_s=0.1
+            ).run()
+        )
+        for key, k in (("up", kafka), ("down", dead))
+    ]
+    try:
+        await wait_until(lambda: len(results["up"]) >= 2 and results["down"], timeout=20)
+    finally:
+        for task in probes:
+            task.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+    assert all(ok for ok, _ in results["up"]), results["up"]
+    assert not any(ok for ok, _ in results["down"])
+    assert "unreachable" in results["down"][0][1]

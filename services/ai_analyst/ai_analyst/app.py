@@ -22,7 +22,7 @@ from ai_analyst.pricing import ModelPrice, SpendLedger
 from ai_analyst.settings import SERVICE, AnalystSettings
 from riskwatch_common.clock import Clock, utc_now
 from riskwatch_common.contracts import RiskAlertChanged
-from riskwatch_common.kafka import Consumer, Producer, RecordMeta
+from riskwatch_common.kafka import BrokerProbe, Consumer, Producer, RecordMeta
 from riskwatch_common.runtime import Health, HttpServer
 from riskwatch_common.topics import ALERTS, ANALYSES, encode
 
@@ -59,7 +59,7 @@ class AnalystApp:
     ) -> None:
         self.settings = settings
         self.health = Health()
-        self.health.expect("kafka")
+        self.health.expect("kafka", "broker")
         self.http = HttpServer(settings.http_host, settings.http_port, self.health)
         self.producer = Producer(settings.kafka, service=SERVICE)
         self.consumer = Consumer(
@@ -100,6 +100,7 @@ class AnalystApp:
         )
         self._pending: list[asyncio.Task[None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         mode = "llm" if self.analyst.llm_enabled else "deterministic"
@@ -111,6 +112,12 @@ class AnalystApp:
         await self.consumer.start()
         self.health.set("kafka", True, "consuming " + ALERTS.name)
         self._task = asyncio.create_task(self.consumer.run(), name="ai-analyst-consumer")
+        self._probe = asyncio.create_task(
+            BrokerProbe(
+                self.settings.kafka, lambda ok, detail: self.health.set("broker", ok, detail)
+            ).run(),
+            name="ai-analyst-broker-probe",
+        )
         log.info(
             "ai analyst started",
             extra={
@@ -128,6 +135,9 @@ class AnalystApp:
 
     async def stop(self) -> None:
         self.health.set("kafka", False, "stopping")
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -27,7 +27,7 @@ from ingestor.market import MarketData
 from ingestor.publisher import Observer, Publisher
 from ingestor.settings import IngestorSettings
 from riskwatch_common.clock import Clock, utc_now
-from riskwatch_common.kafka import Producer, ensure_topics
+from riskwatch_common.kafka import BrokerProbe, Producer, ensure_topics
 from riskwatch_common.runtime import Health, HttpServer, json_response
 from riskwatch_common.topics import ACCOUNT_EVENTS, MARK_PRICES, RISK_LIMITS, dead_letter_of
 
@@ -70,7 +70,7 @@ class Ingestor:
         self._create_topics = create_topics
         self.source = f"{SERVICE}/{self.group.name}"
         self.health = Health()
-        self.health.expect("producer")
+        self.health.expect("producer", "broker")
         self.board = StatusBoard(self.health)
         self.publisher = Publisher(
             self.producer,
@@ -159,7 +159,10 @@ class Ingestor:
                 for cfg in self.group.accounts
             ]
             publisher_task = asyncio.ensure_future(self.publisher.run())
-            tasks = [asyncio.ensure_future(self.market.run())]
+            tasks = [
+                asyncio.ensure_future(self.market.run()),
+                asyncio.ensure_future(BrokerProbe(s.kafka, self._broker_check).run()),
+            ]
             tasks += [asyncio.ensure_future(st.run()) for st in self.streams]
             log.info(
                 "ingestor started",
@@ -176,6 +179,9 @@ class Ingestor:
             if self._own_session:
                 await ws_session.close()
                 await session.close()
+
+    def _broker_check(self, ok: bool, detail: str) -> None:
+        self.health.set("broker", ok, detail)
 
     async def _start_producer(self) -> None:
         attempt = 0

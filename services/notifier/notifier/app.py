@@ -35,7 +35,7 @@ from riskwatch_common.contracts import (
     RiskAlertChanged,
     derived_event_id,
 )
-from riskwatch_common.kafka import Consumer, Producer, RecordMeta
+from riskwatch_common.kafka import BrokerProbe, Consumer, Producer, RecordMeta
 from riskwatch_common.runtime import Health, HttpServer
 from riskwatch_common.topics import ALERTS, ANALYSES, NOTIFICATIONS
 
@@ -137,7 +137,7 @@ class NotifierApp:
         self.source = f"{SERVICE}/{settings.instance}"
         self._clock = clock
         self.health = Health()
-        self.health.expect("kafka")
+        self.health.expect("kafka", "broker")
         self.http = HttpServer(settings.http_host, settings.http_port, self.health)
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
@@ -182,7 +182,13 @@ class NotifierApp:
         await self.consumer.start()
         self.health.set("kafka", True, f"consuming {ALERTS.name}, {ANALYSES.name}")
         consumer = asyncio.create_task(self.consumer.run(), name="notifier-consumer")
-        self._tasks = [consumer, *workers]
+        probe = asyncio.create_task(
+            BrokerProbe(
+                self.settings.kafka, lambda ok, detail: self.health.set("broker", ok, detail)
+            ).run(),
+            name="notifier-broker-probe",
+        )
+        self._tasks = [consumer, probe, *workers]
         log.info("notifier started", extra={"channels": self.dispatcher.channel_names})
 
     async def wait(self) -> None:
@@ -194,7 +200,7 @@ class NotifierApp:
 
     async def stop(self) -> None:
         self.health.set("kafka", False, "stopping")
-        for task in self._tasks[:1]:
+        for task in self._tasks[:2]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -56,7 +56,7 @@ from riskwatch_common.contracts import (
     RiskAlertChanged,
     WalletUpdated,
 )
-from riskwatch_common.kafka import ensure_topics
+from riskwatch_common.kafka import BrokerProbe, ensure_topics
 from riskwatch_common.runtime import Health, HttpServer
 from riskwatch_common.topics import (
     ACCOUNT_EVENTS,
@@ -196,7 +196,7 @@ class RiskProcessor:
         self.names = {spec.name: spec.qualified(ns) for spec in (*INPUT_TOPICS, *OUTPUT_TOPICS)}
         self.names.update({spec.name: spec.qualified(ns) for spec in INTERNAL_TOPICS})
         self.health = Health()
-        self.health.expect("kafka")
+        self.health.expect("kafka", "broker")
         self.http = HttpServer(
             settings.http_host, settings.http_port, self.health, api.routes(self._views)
         )
@@ -440,6 +440,9 @@ class RiskProcessor:
         # Faust creates only the last level of its data dir (RocksDB files live there).
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.http.start()
+        probe = asyncio.ensure_future(
+            BrokerProbe(self.kafka, lambda ok, d: self.health.set("broker", ok, d)).run()
+        )
         try:
             await self.app.start()
             try:
@@ -455,6 +458,8 @@ class RiskProcessor:
                 except Exception:
                     log.exception("the Faust worker did not stop cleanly")
         finally:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
             await self.http.stop()
 
     # ------------------------------------------------------------------ helpers

@@ -419,9 +419,17 @@ class ApacheKafkaBroker(LocalBroker):
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def restart(self, down_s: float = 0.0, timeout: float = 120.0) -> None:
+        self.halt()
+        time.sleep(down_s)
+        self.resume(timeout)
+
+    def halt(self) -> None:
+        """Stop the broker cleanly but keep its data, for ``resume``."""
         proc, self._proc = self._proc, None
         _terminate(proc, grace_s=30)
-        time.sleep(down_s)
+
+    def resume(self, timeout: float = 120.0) -> None:
+        """Start again on the data and port of the last start."""
         java = _java()
         if java is None:
             raise BrokerError("java disappeared from PATH")

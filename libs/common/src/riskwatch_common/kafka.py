@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel
 
@@ -305,6 +305,64 @@ class Consumer:
             offset=meta.offset,
             reason=reason,
         )
+
+
+class BrokerProbe:
+    """Readiness check ``broker``: whether the cluster answers, asked every few seconds.
+
+    Producers and consumers reconnect by themselves after a broker outage, silently; while
+    the cluster is away a service can do nothing, so its ``/readyz`` must say so. The probe
+    sends a Metadata request through a client of its own with the service's connection
+    settings (TLS, SASL) and reports the outcome to ``on_result(ok, detail)``.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        on_result: Callable[[bool, str], None],
+        *,
+        interval_s: float = 2.0,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.kafka = kafka
+        self.on_result = on_result
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._down_since: float | None = None
+
+    async def run(self) -> None:
+        """Probe until cancelled."""
+        from aiokafka.client import AIOKafkaClient
+
+        loop = asyncio.get_running_loop()
+        client = AIOKafkaClient(
+            **client_kwargs(self.kafka),
+            request_timeout_ms=int(self.timeout_s * 1000),
+            client_id="riskwatch-broker-probe",
+        )
+        bootstrapped = False
+        try:
+            while True:
+                try:
+                    if not bootstrapped:
+                        await asyncio.wait_for(client.bootstrap(), self.timeout_s)
+                        bootstrapped = True
+                    else:
+                        await asyncio.wait_for(client.fetch_all_metadata(), self.timeout_s)
+                except (TimeoutError, OSError, KafkaError) as exc:
+                    now = loop.time()
+                    if self._down_since is None:
+                        self._down_since = now
+                        log.warning("kafka unreachable", extra={"error": repr(exc)})
+                    self.on_result(False, f"broker unreachable for {now - self._down_since:.0f} s")
+                else:
+                    if self._down_since is not None:
+                        log.warning("kafka reachable again")
+                    self._down_since = None
+                    self.on_result(True, "reachable")
+                await asyncio.sleep(self.interval_s)
+        finally:
+            await client.close()
 
 
 async def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPICS) -> None:
