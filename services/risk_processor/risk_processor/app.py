@@ -57,7 +57,7 @@ from riskwatch_common.contracts import (
     WalletUpdated,
 )
 from riskwatch_common.kafka import BrokerProbe, ensure_topics
-from riskwatch_common.runtime import Health, HttpServer
+from riskwatch_common.runtime import Health, HttpServer, add_to_dump
 from riskwatch_common.topics import (
     ACCOUNT_EVENTS,
     ALERTS,
@@ -440,6 +440,7 @@ class RiskProcessor:
         # Faust creates only the last level of its data dir (RocksDB files live there).
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.http.start()
+        add_to_dump("consumer", self._consumer_state)
         probe = asyncio.ensure_future(
             BrokerProbe(self.kafka, lambda ok, d: self.health.set("broker", ok, d)).run()
         )
@@ -463,6 +464,54 @@ class RiskProcessor:
             await self.http.stop()
 
     # ------------------------------------------------------------------ helpers
+
+    def _consumer_state(self) -> dict[str, Any]:
+        """Offsets and flow of the Faust consumer per input partition, for the task dump
+        (``kill -USR1``): tells a worker that never asks for records from one whose
+        records never arrive."""
+        consumer = self.app.consumer
+        tps = sorted(
+            (tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")),
+            key=lambda tp: (tp.topic, tp.partition),
+        )
+        client = getattr(getattr(consumer, "_thread", None), "_consumer", None)
+        assignment = client._subscription.subscription.assignment if client else None
+
+        def fetch_state(tp: Any) -> Any:
+            if assignment is None:
+                return None
+            st = assignment.state_value(tp)
+            if st is None:
+                return "unassigned in aiokafka"
+            buffered = client._fetcher._records.get(tp) if client else None
+            return {
+                "position": st._position,
+                "paused": st.paused,
+                "reset": st.awaiting_reset,
+                "buffered": buffered is not None,
+            }
+
+        active = consumer._active_partitions
+        return {
+            "generation": self.app.consumer_generation_id,
+            "active": None if active is None else len(active),
+            "flow_active": consumer.flow_active,
+            "rebalancing": self.app.rebalancing,
+            "recovered": self.app.tables.recovery.completed.is_set(),
+            "paused": sorted(str(tp) for tp in consumer._paused_partitions),
+            "partitions": {
+                f"{tp.topic}[{tp.partition}]": {
+                    "read": consumer._read_offset.get(tp),
+                    "committed": consumer._committed_offset.get(tp),
+                    "acked": len(consumer._acked.get(tp, ())),
+                    "highwater": consumer.highwater(tp),
+                    "faust_active": active is None or tp in active,
+                    "aiokafka": fetch_state(tp),
+                }
+                for tp in tps
+            },
+            "records_handled": self.records_handled,
+        }
 
     def _views(self) -> Mapping[str, bytes]:
         return self.views  # type: ignore[no-any-return]
@@ -824,7 +873,11 @@ class RiskProcessor:
             last = self._emitted_at.get(key)
             if not everything and last is not None and clock - last < interval:
                 continue
-            staged = self._staged.pop(key)
+            # The snapshot timer and a batch both emit, and each yields while sending:
+            # what the other already took is gone.
+            staged = self._staged.pop(key, None)
+            if staged is None:
+                continue
             self._emitted_at[key] = clock
             self._published_keys[key] = staged.fingerprint
             e = staged.exposure

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 
+from risk_processor.outputs import Cause
+from risk_processor.state import EMPTY_RISK
 from risk_processor.testing import mark, position, publish, publish_raw, read_models, running
 from riskwatch_common.contracts import (
     AlertTransition,
@@ -198,3 +202,33 @@ async def test_malformed_record_is_dead_lettered_with_its_reason_and_processing_
 
         await wait_until(eth_snapshot, message="the valid record after the bad ones")
         assert proc.positions.get("main") is not None
+
+
+async def test_snapshot_timer_and_a_batch_emitting_together_publish_each_snapshot_once(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    # The snapshot timer and a batch handler both publish staged snapshots and both yield
+    # while sending; the second must skip what the first already took instead of failing
+    # (a KeyError there stopped the worker).
+    accounts = ("race1", "race2")
+    async with running(kafka, tmp_path) as proc:
+        await publish(kafka, [mark("ETHUSDT", 4000)])
+        await publish(kafka, [position(a, "ETHUSDT", Side.BUY, 1, 4000, 5) for a in accounts])
+        await wait_until(lambda: all(a in proc._exposures for a in accounts), message="evaluated")
+        send = proc._send
+
+        async def busy_producer_send(topic: str, key: str, value: bytes) -> Any:
+            # a producer whose buffer is full makes its sender wait, as aiokafka's does
+            await asyncio.sleep(0.01)
+            return await send(topic, key, value)
+
+        proc._send = busy_producer_send  # type: ignore[method-assign]
+        now = proc.clock()
+        for account in accounts:
+            proc._published_keys.pop(account, None)
+            proc._stage_output(
+                account, 0, proc._exposures[account], EMPTY_RISK, Cause("race", now, now), now
+            )
+        await asyncio.gather(proc._emit_due(everything=True), proc._emit_due(everything=True))
+        assert not proc._staged
+        assert not proc._fatal

@@ -116,7 +116,8 @@ async def test_sigkill_mid_stream_recovers_state_and_publishes_each_alert_exactl
     # 60 accounts, each opening 20,000 USD of ETH: one net-exposure alert per account,
     # and for the portfolio a net-exposure, direction-bias and correlation alert.
     opens = [position(a, "ETHUSDT", Side.BUY, 5, 4000, 5) for a in ACCOUNTS]
-    feeder = asyncio.ensure_future(publish_paced(kafka, opens, per_second=40))
+    # 3 s of input: on a loaded machine the kill must still land mid-stream
+    feeder = asyncio.ensure_future(publish_paced(kafka, opens, per_second=20))
     try:
         await wait_until(
             lambda: _count_at_least(kafka, 8), timeout=30, message="the first alerts out"
@@ -151,8 +152,12 @@ async def test_sigkill_mid_stream_recovers_state_and_publishes_each_alert_exactl
         have = {a.account for a in got if a.rule == "net_exposure_usd"}
         missing = sorted({*ACCOUNTS, "portfolio"} - have)
         portfolio_rules = sorted({a.rule for a in got if a.account == "portfolio"})
-        tail = "\n".join(second.log.read_text(errors="replace").splitlines()[-60:])
         alive = second.proc is not None and second.proc.poll() is None
+        if alive and second.proc is not None:
+            # where each of its tasks waits (riskwatch_common.runtime.dump_tasks)
+            second.proc.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(1)
+        tail = "\n".join(second.log.read_text(errors="replace").splitlines()[-400:])
         raise AssertionError(
             f"{exc}; missing net_exposure_usd for {missing}; portfolio rules "
             f"{portfolio_rules}; second worker alive: {alive}; "

@@ -125,17 +125,68 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 S = TypeVar("S", bound=BaseServiceSettings)
 
 
+_DUMPS: dict[str, Callable[[], Any]] = {}
+
+
+def add_to_dump(name: str, state: Callable[[], Any]) -> None:
+    """Include ``state()`` (anything printable) in every ``dump_tasks``."""
+    _DUMPS[name] = state
+
+
+def _await_chain(coro: Any) -> list[str]:
+    """The frames a coroutine waits in, outermost first (``await`` by ``await``)."""
+    lines: list[str] = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            code = frame.f_code
+            lines.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return lines
+
+
+def dump_tasks() -> str:
+    """Where every asyncio task of this loop waits, every thread's stack, and the state
+    services registered with ``add_to_dump``.
+
+    ``kill -USR1 <pid>`` logs it: the first thing to read when a live service makes no
+    progress (a wait that never ends shows as the same frame in two dumps).
+    """
+    import io
+    import threading
+    import traceback
+
+    out = io.StringIO()
+    for name, state in _DUMPS.items():
+        try:
+            out.write(f"--- state {name}: {state()!r}\n")
+        except Exception as exc:
+            out.write(f"--- state {name}: failed: {exc!r}\n")
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        out.write(f"--- task {task.get_name()}\n")
+        for line in _await_chain(task.get_coro())[-6:]:
+            out.write(f"    {line}\n")
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident or -1)
+        if frame is not None:
+            out.write(f"--- thread {thread.name}\n")
+            out.write("".join(traceback.format_stack(frame, limit=12)))
+    return out.getvalue()
+
+
 async def _run_until_signal(main: Awaitable[None]) -> None:
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(main)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("task dump\n%s", dump_tasks()))
     try:
         await task
     except asyncio.CancelledError:
         log.info("stopped")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
 
 
