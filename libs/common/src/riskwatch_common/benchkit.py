@@ -13,13 +13,16 @@ import gc
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from riskwatch_common.kafka import client_kwargs
+from riskwatch_common.contracts import RiskAlertChanged
+from riskwatch_common.kafka import client_kwargs, ensure_topics
 from riskwatch_common.settings import KafkaSettings
+from riskwatch_common.topics import KeyKind, TopicSpec
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -137,6 +140,64 @@ def hop_breakdown(names: Sequence[str], traces: Sequence[Sequence[float]]) -> li
     return rows
 
 
+@dataclass
+class AlertTraces:
+    """Delivered alerts traced back to their exchange frames (see ``trace_alerts``)."""
+
+    traces: list[tuple[float, float, float, float]] = field(default_factory=list)
+    transitions: Counter[str] = field(default_factory=Counter)
+    undelivered: int = 0  # caused in the window, never delivered
+    untraced: int = 0  # delivered, but no account event carries their correlation id
+
+
+def trace_alerts(
+    alerts: Iterable[RiskAlertChanged],
+    *,
+    frame_times: Mapping[str, float],
+    event_times: Mapping[str, float],
+    deliveries: Iterable[tuple[float, str]],
+    texts_of: Callable[[RiskAlertChanged], Iterable[str]],
+    window: tuple[float, float],
+) -> AlertTraces:
+    """Trace each alert caused in ``window`` from its frame to its delivery.
+
+    An alert's correlation id is the id of the exchange frame that caused it:
+    ``frame_times`` (frame id -> exchange time) and ``event_times`` (correlation id ->
+    when the account event was produced) are looked up by it. A delivery is
+    ``(arrival time, message text)`` and belongs to the alert one of whose ``texts_of`` it
+    is (a channel's message carries no event id). Alerts count once per event id (a
+    redelivered record is one alert); the first delivery of each counts. Each trace is
+    (frame, account event produced, alert produced, delivered), in seconds.
+    """
+    start, end = window
+    unique = {a.event_id: a for a in alerts}
+    by_text: dict[str, str] = {}
+    for alert in unique.values():
+        for text in texts_of(alert):
+            by_text.setdefault(text, alert.event_id)
+    delivered: dict[str, float] = {}
+    for at, text in deliveries:
+        event_id = by_text.get(text)
+        if event_id is not None:
+            delivered.setdefault(event_id, at)
+    out = AlertTraces()
+    for alert in unique.values():
+        frame = frame_times.get(alert.correlation_id)
+        if frame is None or not start <= frame <= end:
+            continue
+        received = delivered.get(alert.event_id)
+        if received is None:
+            out.undelivered += 1
+            continue
+        ingested = event_times.get(alert.correlation_id)
+        if ingested is None:
+            out.untraced += 1
+            continue
+        out.traces.append((frame, ingested, alert.produced_at.timestamp(), received))
+        out.transitions[alert.transition.value] += 1
+    return out
+
+
 def fresh_namespace(base: KafkaSettings, prefix: str) -> KafkaSettings:
     """``base`` with a new topic namespace, so each benchmark phase has its own topics."""
     return base.model_copy(update={"topic_namespace": f"{prefix}{uuid.uuid4().hex[:6]}."})
@@ -172,7 +233,13 @@ async def raw_hops(base: KafkaSettings, rate: float, seconds: float) -> tuple[La
     The latency floor of anything that reads and writes Kafka on this broker and machine.
     """
     kafka = fresh_namespace(base, "raw")
-    a, b = kafka.topic_namespace + "hop-a", kafka.topic_namespace + "hop-b"
+    # created, not auto-created: Apache Kafka here has auto-creation off, as production has
+    hops = [
+        TopicSpec(name, bytes, KeyKind.SOURCE_KEY, "raw hop", partitions=1)
+        for name in ("hop-a", "hop-b")
+    ]
+    await ensure_topics(kafka, hops)
+    a, b = (spec.qualified(kafka.topic_namespace) for spec in hops)
     producer = bench_producer(kafka)
     relay_out = bench_producer(kafka)
     one = bench_consumer(kafka, a)
@@ -183,6 +250,11 @@ async def raw_hops(base: KafkaSettings, rate: float, seconds: float) -> tuple[La
     await producer.send_and_wait(b, b"warm")
     for c in (relay_out, one, relay, two):
         await c.start()
+    # records sent before the relay has joined its group would wait for the join
+    for _ in range(1200):  # up to a minute
+        if relay.assignment():
+            break
+        await asyncio.sleep(0.05)
     hop1: list[float] = []
     hop2: list[float] = []
     expected = int(rate * seconds)
