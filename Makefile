@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z][a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z][a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(UV):
 	$(PYTHON) -m pip install --user --quiet uv
@@ -36,8 +36,8 @@ fmt: install ## format and auto-fix
 	$(RUN) ruff check --fix .
 
 .PHONY: typecheck
-typecheck: install ## mypy (strict) over libs, services and tools
-	$(RUN) mypy libs/common/src tools/cli $(foreach s,ingestor risk_processor ai_analyst notifier bybit_sim,services/$(s)/$(s))
+typecheck: install ## mypy (strict) over libs, services, tools and bench
+	$(RUN) mypy libs/common/src tools/cli bench $(foreach s,ingestor risk_processor ai_analyst notifier bybit_sim,services/$(s)/$(s))
 
 .PHONY: unit
 unit: install ## tests that need no broker
@@ -74,6 +74,10 @@ bench-ingest: install ## ingestor throughput and latency on a fresh local broker
 .PHONY: bench-risk
 bench-risk: install ## risk processor throughput and latency on a fresh local broker
 	$(RUN) python -m risk_processor.bench
+
+.PHONY: bench-e2e
+bench-e2e: install ## exchange frame -> fake Telegram latency, whole pipeline (E2E_ARGS="--seconds 15")
+	$(RUN) python -m bench.e2e $(E2E_ARGS)
 
 .PHONY: k8s
 k8s: ## render the Kubernetes overlays

@@ -30,9 +30,7 @@ import random
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -41,15 +39,22 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from risk_processor import state
 from risk_processor.app import RiskProcessor
 from risk_processor.settings import RiskProcessorSettings
-from riskwatch_common.benchkit import paced, percentile
+from riskwatch_common.benchkit import (
+    Latency,
+    bench_consumer,
+    bench_producer,
+    fresh_namespace,
+    paced,
+    percentile,
+    raw_hops,
+)
 from riskwatch_common.broker import free_port, local_broker
 from riskwatch_common.contracts import OrderUpdated, PositionUpdated, Side
-from riskwatch_common.kafka import client_kwargs, ensure_topics
+from riskwatch_common.kafka import ensure_topics
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.topics import ACCOUNT_EVENTS, ALERTS, ALL_TOPICS, encode
 
@@ -140,101 +145,6 @@ class Feed:
         )
 
 
-@dataclass
-class Latency:
-    label: str
-    samples: list[float]
-
-    def line(self) -> str:
-        ms = [s * 1000 for s in self.samples]
-        return (
-            f"{self.label:<46} p50 {percentile(ms, 0.5):7.1f} ms   "
-            f"p99 {percentile(ms, 0.99):7.1f} ms   (n={len(ms)})"
-        )
-
-
-def _kafka(base: KafkaSettings, prefix: str) -> KafkaSettings:
-    return base.model_copy(update={"topic_namespace": f"{prefix}{uuid.uuid4().hex[:6]}."})
-
-
-def _producer(kafka: KafkaSettings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        **client_kwargs(kafka), acks="all", linger_ms=kafka.linger_ms, max_batch_size=256 * 1024
-    )
-
-
-def _consumer(kafka: KafkaSettings, *topics: str, group: str | None = None) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        *topics,
-        **client_kwargs(kafka),
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-        session_timeout_ms=kafka.session_timeout_ms,
-        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
-    )
-
-
-# --------------------------------------------------------------------------- 1. raw hops
-
-
-async def raw_hops(base: KafkaSettings, rate: float, seconds: float) -> tuple[Latency, Latency]:
-    kafka = _kafka(base, "raw")
-    a, b = kafka.topic_namespace + "hop-a", kafka.topic_namespace + "hop-b"
-    producer = _producer(kafka)
-    relay_out = _producer(kafka)
-    one = _consumer(kafka, a)
-    relay = _consumer(kafka, a, group=kafka.topic_namespace + "relay")
-    two = _consumer(kafka, b)
-    await producer.start()
-    await producer.send_and_wait(a, b"warm")
-    await producer.send_and_wait(b, b"warm")
-    for c in (relay_out, one, relay, two):
-        await c.start()
-    hop1: list[float] = []
-    hop2: list[float] = []
-    expected = int(rate * seconds)
-
-    def stamp() -> bytes:
-        return str(time.time()).encode()
-
-    async def read(consumer: AIOKafkaConsumer, out: list[float]) -> None:
-        while len(out) < expected:
-            batch = await consumer.getmany(timeout_ms=200)
-            now = time.time()
-            for records in batch.values():
-                out.extend(now - float(r.value) for r in records if r.value != b"warm")
-
-    async def forward() -> None:
-        while True:
-            batch = await relay.getmany(timeout_ms=200)
-            for records in batch.values():
-                for r in records:
-                    if r.value != b"warm":
-                        await relay_out.send(b, r.value)
-
-    async def send(_: int) -> None:
-        await producer.send(a, stamp())
-
-    forwarder = asyncio.create_task(forward())
-    try:
-        await asyncio.wait_for(
-            asyncio.gather(paced(rate, seconds, send), read(one, hop1), read(two, hop2)),
-            seconds + 30,
-        )
-    finally:
-        forwarder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await forwarder
-        for c in (producer, relay_out, one, relay, two):
-            await c.stop()
-    return (
-        Latency(f"raw broker, one hop @ {rate:.0f}/s", hop1),
-        Latency(f"raw broker, two hops (relay, no work) @ {rate:.0f}/s", hop2),
-    )
-
-
 # --------------------------------------------------------------------------- 2. plain loop
 
 
@@ -258,8 +168,10 @@ class PlainLoop:
         self.processed = 0
 
     async def run(self) -> None:
-        consumer = _consumer(self.kafka, self.input, group=self.kafka.topic_namespace + "plain")
-        producer = _producer(self.kafka)
+        consumer = bench_consumer(
+            self.kafka, self.input, group=self.kafka.topic_namespace + "plain"
+        )
+        producer = bench_producer(self.kafka)
         await consumer.start()
         await producer.start()
         try:
@@ -312,7 +224,7 @@ class PlainLoop:
 
 
 async def _produce_all(kafka: KafkaSettings, events: Iterator[Any]) -> int:
-    producer = _producer(kafka)
+    producer = bench_producer(kafka)
     await producer.start()
     topic = ACCOUNT_EVENTS.qualified(kafka.topic_namespace)
     n = 0
@@ -415,8 +327,8 @@ async def _latency_run(
     feed = Feed(accounts=50, seed=11)
     sent: dict[str, float] = {}
     got: list[float] = []
-    producer = _producer(kafka)
-    consumer = _consumer(kafka, alerts_topic)
+    producer = bench_producer(kafka)
+    consumer = bench_consumer(kafka, alerts_topic)
     await producer.start()
     await consumer.start()
     topic = ACCOUNT_EVENTS.qualified(kafka.topic_namespace)
@@ -485,7 +397,7 @@ async def run(args: argparse.Namespace) -> None:
         print(hop2.line())
 
         with TemporaryDirectory() as tmp:
-            kafka = _kafka(base, "plain")
+            kafka = fresh_namespace(base, "plain")
             await ensure_topics(kafka, ALL_TOPICS)
             feed = Feed(50)
             n = await _produce_all(kafka, (feed.steady() for _ in range(args.events)))
@@ -494,7 +406,7 @@ async def run(args: argparse.Namespace) -> None:
             line = f"plain aiokafka loop throughput: {plain_rate:10.0f} events/s"
             print(f"{line}  (CPU {plain_cpu:.0f} %)")
 
-            kafka = _kafka(base, "proc")
+            kafka = fresh_namespace(base, "proc")
             await ensure_topics(kafka, ALL_TOPICS)
             feed = Feed(50)
             n = await _produce_all(kafka, (feed.steady() for _ in range(args.events)))
@@ -503,7 +415,7 @@ async def run(args: argparse.Namespace) -> None:
             line = f"risk processor throughput:      {proc_rate:10.0f} events/s"
             print(f"{line}  (CPU {proc_cpu:.0f} %, {proc_rate / plain_rate * 100:.0f} % of plain)")
 
-            kafka = _kafka(base, "plainlat")
+            kafka = fresh_namespace(base, "plainlat")
             await ensure_topics(kafka, ALL_TOPICS)
             plain = PlainLoop(kafka)
             runner = asyncio.ensure_future(plain.run())
@@ -519,7 +431,7 @@ async def run(args: argparse.Namespace) -> None:
             plain_lat = Latency("plain loop, input-to-alert", samples)
             print(plain_lat.line())
 
-            kafka = _kafka(base, "proclat")
+            kafka = fresh_namespace(base, "proclat")
             await ensure_topics(kafka, ALL_TOPICS)
             # Its own process, as deployed: the load generator here must not share its
             # event loop and GIL.
