@@ -30,7 +30,7 @@ import orjson
 from pydantic import ValidationError
 
 from risk_processor import api, codec, state
-from risk_processor.batching import BatchTopic, run_batches
+from risk_processor.batching import STALE, BatchTopic, run_batches
 from risk_processor.codec import JsonValue, RawBytes, Utf8Key, faust_type
 from risk_processor.config import RiskConfig, load_config
 from risk_processor.evaluate import (
@@ -44,7 +44,13 @@ from risk_processor.metrics import build as build_metrics
 from risk_processor.outputs import Cause, account_snapshot, exposure_key, portfolio_snapshot
 from risk_processor.settings import RiskProcessorSettings
 from risk_processor.tables import TableWriter
-from risk_processor.transport import FAUST_LOGGER, TunedApp, quiet_faust_logs, transport_class
+from risk_processor.transport import (
+    DELIVERY,
+    FAUST_LOGGER,
+    TunedApp,
+    quiet_faust_logs,
+    transport_class,
+)
 from riskwatch_common.clock import Clock, from_ms, to_ms, utc_now
 from riskwatch_common.contracts import (
     PORTFOLIO_KEY,
@@ -441,6 +447,8 @@ class RiskProcessor:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.http.start()
         add_to_dump("consumer", self._consumer_state)
+        add_to_dump("delivery", lambda: {k: _by_tp(v) for k, v in DELIVERY.items()})
+        add_to_dump("stale", lambda: _by_tp(STALE))
         probe = asyncio.ensure_future(
             BrokerProbe(self.kafka, lambda ok, d: self.health.set("broker", ok, d)).run()
         )
@@ -1089,6 +1097,10 @@ class RiskProcessor:
                 self._dirty.add(account)
         # 0.9: a tick that fires a little early must not postpone a request a whole interval.
         await self._flush_requests("timer", min_age=self.settings.reevaluate_interval_s * 0.9)
+
+
+def _by_tp(counts: Mapping[Any, int]) -> dict[str, int]:
+    return {f"{tp.topic}[{tp.partition}]": n for tp, n in counts.items()}
 
 
 async def main(settings: RiskProcessorSettings) -> None:

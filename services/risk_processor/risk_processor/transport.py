@@ -1,23 +1,34 @@
-"""Faust's aiokafka transport, adjusted for latency on Tansu and for per-event cost.
+"""Faust's aiokafka transport, adjusted for correctness, latency and per-event cost.
 
-Three changes, each by subclassing (no global monkeypatch, so other Faust apps in the same
+Four changes, each by subclassing (no global monkeypatch, so other Faust apps in the same
 process keep stock behaviour):
 
-1. **Fetch wait.** Faust builds its worker consumer with ``fetch_max_wait_ms=1500``
+1. **Rewinding partitions never committed.** Faust drops the rest of a fetched batch when
+   the flow stops or the generation changes mid-batch (``Consumer.getmany``), and relies on
+   the ``perform_seek`` that every rebalance and recovery ends with to read them again.
+   aiokafka's ``seek_to_committed`` leaves a partition *without* a committed offset (or at
+   offset 0) where it is: past the dropped records, which were then never processed. A
+   worker restarted before its first commit of a partition (a crash in its first seconds,
+   a fresh deployment) sat idle with every alert of those records missing. The consumer
+   thread below seeks such partitions of the topics Faust commits to their beginning (our
+   ``auto_offset_reset``); replays are recognised by the ordering keys and the alert
+   ledger, as after any crash.
+
+2. **Fetch wait.** Faust builds its worker consumer with ``fetch_max_wait_ms=1500``
    hard-coded (``faust/transport/drivers/aiokafka.py``, ``_create_worker_consumer``). Apache
    Kafka answers a waiting fetch as soon as data arrives, so there it only bounds idle polls;
    Tansu never wakes a waiting fetch, so every hop would cost up to 1.5 s. The consumer
    thread below sets the wait from ``KafkaSettings.fetch_max_wait_ms`` on the consumer
    before it starts (the fetcher reads it in ``start()``), and fails loudly if aiokafka
    ever renames the attribute instead of silently keeping 1.5 s.
-2. **Delivery loop.** Faust's ``Consumer._drain_messages`` races *every* message against
+3. **Delivery loop.** Faust's ``Consumer._drain_messages`` races *every* message against
    the flow-suspension event with ``wait_first``: four tasks and an ``asyncio.wait`` per
    record, which is about half of Faust's per-event CPU. ``BatchDrainConsumer`` keeps the
    loop's semantics (read offsets, gap tracking for compacted topics, commit_every, yield
    every 100 records, abandoning delivery the moment a rebalance suspends the flow) but
    races once per fetched batch. ``FAUST_DRAIN_FINGERPRINT`` pins the upstream source it
    mirrors; a test fails when a Faust upgrade changes it, so the copy is reviewed.
-3. **Producer idempotence.** Faust turns idempotence on only inside exactly-once
+4. **Producer idempotence.** Faust turns idempotence on only inside exactly-once
    transactions; ours follows ``KafkaSettings.enable_idempotence`` (on for Apache Kafka,
    off for Tansu, which rejects ``InitProducerId`` v0).
 """
@@ -28,6 +39,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
@@ -40,6 +52,15 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 FAUST_DRAIN_FINGERPRINT = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
 
 
+# Per input partition: records Faust's consumer got from aiokafka, records it handed to the
+# conductor, and records skipped as already read. Their difference is what a rebalance or
+# a flow stop dropped; the task dump (SIGUSR1) shows them.
+DELIVERY: dict[str, Counter[Any]] = {
+    "fetched": Counter(),
+    "delivered": Counter(),
+    "skipped": Counter(),
+}
+
 FAUST_LOGGER = "risk_processor.faust"
 """Logger of the Faust services we subclass (the app, consumer, producer)."""
 
@@ -51,7 +72,8 @@ def drain_fingerprint() -> str:
 
 
 class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """The aiokafka consumer thread with a configurable fetch wait."""
+    """The aiokafka consumer thread with a configurable fetch wait and a seek that also
+    rewinds partitions never committed (see module doc)."""
 
     fetch_max_wait_ms: int = 1500
 
@@ -67,6 +89,21 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
         return consumer
 
+    async def seek_to_committed(self) -> Mapping[Any, Any]:
+        return cast(Mapping[Any, Any], await self.call_thread(self._seek_to_committed_or_beginning))
+
+    async def _seek_to_committed_or_beginning(self) -> Mapping[Any, Any]:
+        # Runs on the consumer thread, like Faust's own seek_to_committed.
+        client = self._ensure_consumer()
+        committed = await client.seek_to_committed()
+        acked = self.consumer.app.topics.acks_enabled_for
+        uncommitted = [
+            tp for tp, offset in committed.items() if (not offset or offset < 0) and acked(tp.topic)
+        ]
+        if uncommitted:
+            await client.seek_to_beginning(*uncommitted)
+        return cast(Mapping[Any, Any], committed)
+
 
 class _TunedConsumer(faust_aiokafka.Consumer):
     thread_class: type[_TunedConsumerThread] = _TunedConsumerThread
@@ -77,6 +114,14 @@ class _TunedConsumer(faust_aiokafka.Consumer):
 
 class _BatchDrainConsumer(_TunedConsumer):
     """Faust's consumer with one flow-suspension race per fetched batch (see module doc)."""
+
+    async def _wait_next_records(self, timeout: float) -> Any:
+        records, active = await super()._wait_next_records(timeout)
+        if records:
+            fetched = DELIVERY["fetched"]
+            for tp, recs in records.items():
+                fetched[tp] += len(recs)
+        return records, active
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - hot loop
         getmany = self.getmany
@@ -120,6 +165,7 @@ class _BatchDrainConsumer(_TunedConsumer):
         set_read_offset = self._read_offset.__setitem__
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
+        delivered, skipped = DELIVERY["delivered"], DELIVERY["skipped"]
         since_yield = 0
         async for tp, message in ait:
             since_yield += 1
@@ -139,6 +185,9 @@ class _BatchDrainConsumer(_TunedConsumer):
                     await self.commit()
                 await callback(message)
                 set_read_offset(tp, offset)
+                delivered[tp] += 1
+            else:
+                skipped[tp] += 1
 
 
 class _IdempotenceProducer(faust_aiokafka.Producer):

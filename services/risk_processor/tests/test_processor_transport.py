@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from risk_processor.app import RiskProcessor
-from risk_processor.testing import settings_for
+from risk_processor.testing import position, publish, settings_for
 from risk_processor.transport import FAUST_DRAIN_FINGERPRINT, drain_fingerprint
+from riskwatch_common.contracts import Side
+from riskwatch_common.kafka import client_kwargs
 from riskwatch_common.settings import KafkaSettings
+from riskwatch_common.testkit import wait_until
+from riskwatch_common.topics import ACCOUNT_EVENTS
 
 
 def test_faust_delivery_loop_is_still_the_one_batch_drain_mirrors() -> None:
@@ -47,3 +54,41 @@ async def test_tansu_profile_settings(tmp_path: Path) -> None:
     assert conf.processing_guarantee.value == "at_least_once"
     assert conf.store.scheme == "memory"
     assert conf.web_enabled is False
+
+
+@pytest.mark.integration
+async def test_seek_rewinds_input_partitions_never_committed_and_keeps_committed_ones(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    # Faust drops the rest of a fetched batch when a rebalance stops the flow and relies on
+    # the seek to committed offsets that follows; aiokafka does not move a partition that
+    # has no committed offset, so the dropped records were lost (an idle restarted worker).
+    proc = RiskProcessor(settings_for(kafka, tmp_path))
+    await proc.app.topics._update_indices()  # what subscribing does: Faust acks these topics
+    topic = proc.names[ACCOUNT_EVENTS.name]
+    await publish(kafka, [position(f"seek{i}", "ETHUSDT", Side.BUY, 1, 4000, 5) for i in range(8)])
+    tps = [TopicPartition(topic, p) for p in range(ACCOUNT_EVENTS.partitions)]
+    client = AIOKafkaConsumer(
+        topic, **client_kwargs(kafka), group_id=f"{kafka.topic_namespace}seek",
+        enable_auto_commit=False, auto_offset_reset="earliest",
+    )  # fmt: skip
+    await client.start()
+    try:
+        await wait_until(lambda: set(client.assignment()) == set(tps), message="assigned")
+        ends = await client.end_offsets(tps)
+        filled = [tp for tp in tps if ends[tp] > 1]
+        assert len(filled) >= 2, ends
+        kept, rewound = filled[0], filled[1:]
+        await client.commit({kept: 1})
+        for tp in tps:
+            client.seek(tp, ends[tp])  # read to the end, as a dropped batch leaves it
+        thread = proc.app.consumer._thread
+        thread._consumer = client
+        committed = await thread._seek_to_committed_or_beginning()
+        assert committed[kept] == 1
+        assert await client.position(kept) == 1
+        for tp in rewound:
+            assert committed[tp] is None
+            assert await client.position(tp) == 0, tp
+    finally:
+        await client.stop()
