@@ -71,6 +71,10 @@ bench-ingest: install ## ingestor throughput and latency on a fresh embedded bro
 bench-risk: install ## risk processor throughput and latency on a fresh embedded broker
 	$(RUN) python -m risk_processor.bench
 
+.PHONY: bench-analyst
+bench-analyst: install ## AI analyst: LLM calls, tokens, USD and latency of an alert storm (fake gateway)
+	$(RUN) python -m ai_analyst.bench
+
 .PHONY: k8s
 k8s: ## render the Kubernetes overlays
 	kubectl kustomize deploy/k8s/overlays/dev

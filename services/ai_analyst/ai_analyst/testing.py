@@ -109,7 +109,8 @@ def valid_answer(request: dict[str, Any]) -> str:
 
 
 class FakeGateway:
-    def __init__(self, *, prompt_tokens: int = 900, completion_tokens: int = 250) -> None:
+    def __init__(self, *, prompt_tokens: int | None = 900, completion_tokens: int = 250) -> None:
+        """``prompt_tokens=None`` bills about one token per four characters of the request."""
         self.replies: deque[Reply] = deque()
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str] = []
@@ -138,9 +139,12 @@ class FakeGateway:
                 await self.gate.wait()
             reply = self.replies.popleft() if self.replies else None
             if reply is None:
+                prompt = self.prompt_tokens
+                if prompt is None:
+                    prompt = len(orjson.dumps(body["messages"])) // 4
                 reply = completion(
                     valid_answer(body),
-                    prompt_tokens=self.prompt_tokens,
+                    prompt_tokens=prompt,
                     completion_tokens=self.completion_tokens,
                     model=body["model"],
                 )
