@@ -168,6 +168,13 @@ class LlmGateway:
             extra={"reason": reason, "open_s": self.breaker.open_seconds},
         )
 
+    def _account_error(self, error: GatewayError, model: str, outcome: str) -> GatewayError:
+        """A key or money problem: every further call would fail alike, so open for long."""
+        metrics.LLM_REQUESTS.labels(model, outcome).inc()
+        self.breaker.trip(self.gateway_pause_seconds, f"{error.reason} error (HTTP {error.status})")
+        self._open(error.reason)
+        return error
+
     async def complete(
         self, *, model: str, messages: list[dict[str, str]], max_tokens: int
     ) -> Completion:
@@ -207,23 +214,27 @@ class LlmGateway:
                 code = _code(exc)
                 detail = f"HTTP {status}" + (f" {code}" if code else "")
                 if status in (401, 403):
-                    metrics.LLM_REQUESTS.labels(model, "auth_error").inc()
                     metrics.LLM_AUTH_FAILURES.inc()
-                    self.breaker.trip(self.gateway_pause_seconds, f"auth error (HTTP {status})")
-                    self._open("auth")
-                    raise AuthRejected(
-                        f"the LLM gateway rejected the API key ({detail}): check {KEY_VARIABLE}",
-                        status=status,
-                        attempts=attempt,
+                    raise self._account_error(
+                        AuthRejected(
+                            f"the LLM gateway rejected the API key ({detail}): "
+                            f"check {KEY_VARIABLE}",
+                            status=status,
+                            attempts=attempt,
+                        ),
+                        model,
+                        "auth_error",
                     ) from None
                 if status == 402 or code == "insufficient_quota":
-                    metrics.LLM_REQUESTS.labels(model, "quota_exhausted").inc()
-                    self.breaker.trip(self.gateway_pause_seconds, f"quota error (HTTP {status})")
-                    self._open("quota")
-                    raise QuotaExhausted(
-                        f"LLM gateway balance or quota exhausted ({detail}): top up the account",
-                        status=status,
-                        attempts=attempt,
+                    raise self._account_error(
+                        QuotaExhausted(
+                            f"LLM gateway balance or quota exhausted ({detail}): "
+                            "top up the account",
+                            status=status,
+                            attempts=attempt,
+                        ),
+                        model,
+                        "quota_exhausted",
                     ) from None
                 retryable = status in (408, 409, 429) or status >= 500
                 should = exc.response.headers.get("x-should-retry")
