@@ -54,7 +54,7 @@ def build_gateway(
     monotonic: Callable[[], float] = time.monotonic,
 ) -> LlmGateway | None:
     """The gateway adapter, or None without a key (every analysis is then deterministic)."""
-    key = settings.api_key
+    key = settings.gateway_key
     if key is None:
         return None
     client = build_client(

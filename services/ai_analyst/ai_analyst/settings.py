@@ -27,9 +27,12 @@ class AnalystSettings(ServiceSettings):
     group_id: str = Field(default="ai-analyst", description="Kafka consumer group.")
 
     api_key: SecretStr | None = Field(
+        default=None, description="Gateway key; without it every analysis is deterministic."
+    )
+    holysheep_api_key: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("AI_ANALYST_API_KEY", "HOLYSHEEP_API_KEY"),
-        description="Gateway key; without it every analysis is deterministic.",
+        validation_alias=AliasChoices("HOLYSHEEP_API_KEY"),
+        description="The key under its older name, used when AI_ANALYST_API_KEY is unset.",
     )
     base_url: str = Field(default="https://api.holysheep.ai/v1", min_length=1)
     cheap_model: str = Field(default="deepseek-v3.2", min_length=1)
@@ -83,7 +86,7 @@ class AnalystSettings(ServiceSettings):
         default=2048, ge=1, description="Alert event ids remembered to skip duplicates."
     )
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "holysheep_api_key", mode="before")
     @classmethod
     def _blank_key_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -103,6 +106,11 @@ class AnalystSettings(ServiceSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def gateway_key(self) -> SecretStr | None:
+        """``AI_ANALYST_API_KEY``, else its alias ``HOLYSHEEP_API_KEY`` (blank counts as unset)."""
+        return self.api_key if self.api_key is not None else self.holysheep_api_key
 
     @property
     def cheap_price(self) -> ModelPrice:

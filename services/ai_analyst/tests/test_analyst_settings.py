@@ -26,8 +26,8 @@ def test_key_is_read_from_the_generic_variable_or_its_holysheep_alias_and_redact
     key = "hs-settings-test-5f4e3d2c1b0a"
     monkeypatch.setenv(variable, key)
     settings = load_settings(AnalystSettings)
-    assert settings.api_key is not None
-    assert settings.api_key.get_secret_value() == key
+    assert settings.gateway_key is not None
+    assert settings.gateway_key.get_secret_value() == key
     assert key not in repr(settings)
     assert redact(f"Bearer {key}") == "Bearer ***"
 
@@ -35,7 +35,21 @@ def test_key_is_read_from_the_generic_variable_or_its_holysheep_alias_and_redact
 def test_blank_key_means_deterministic_mode(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AI_ANALYST_API_KEY", raising=False)
     monkeypatch.setenv("HOLYSHEEP_API_KEY", "  ")
-    assert load_settings(AnalystSettings).api_key is None
+    assert load_settings(AnalystSettings).gateway_key is None
+
+
+def test_a_blank_generic_key_does_not_hide_the_holysheep_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AI_ANALYST_API_KEY", "")  # as .env.example leaves it
+    monkeypatch.setenv("HOLYSHEEP_API_KEY", "hs-alias-key-0123456789")
+    key = load_settings(AnalystSettings).gateway_key
+    assert key is not None
+    assert key.get_secret_value() == "hs-alias-key-0123456789"
+    monkeypatch.setenv("AI_ANALYST_API_KEY", "generic-key-0123456789")
+    key = load_settings(AnalystSettings).gateway_key
+    assert key is not None
+    assert key.get_secret_value() == "generic-key-0123456789"
 
 
 def test_defaults_follow_the_users_figures(monkeypatch: pytest.MonkeyPatch) -> None:
