@@ -79,6 +79,10 @@ bench-risk: install ## risk processor throughput and latency on a fresh local br
 bench-e2e: install ## exchange frame -> fake Telegram latency, whole pipeline (E2E_ARGS="--seconds 15")
 	$(RUN) python -m bench.e2e $(E2E_ARGS)
 
+.PHONY: bench-analyst
+bench-analyst: install ## AI analyst: LLM calls, tokens, USD and latency of an alert storm (fake gateway)
+	$(RUN) python -m ai_analyst.bench
+
 .PHONY: k8s
 k8s: ## render the Kubernetes overlays
 	kubectl kustomize deploy/k8s/overlays/dev

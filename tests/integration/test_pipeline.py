@@ -186,10 +186,14 @@ async def test_simulated_fill_becomes_a_delivered_alert_with_exact_numbers(
     # the fill's frames carry its exchange time, give or take the millisecond they straddle
     assert abs(btc_position[-1]["time"] - frame["time"]) <= 2
 
-    # the AI commentary follows the alert (deterministic: no HOLYSHEEP_API_KEY here)
-    records = await read_topic(kafka, ANALYSES, min_records=1, timeout=30)
-    analyses = [AnalysisCompleted.model_validate_json(v) for _, v in records]
-    analysis = next(a for a in analyses if a.alert_id == alert["alert_id"])
+    # the AI commentary follows the alert (deterministic: no AI_ANALYST_API_KEY here), after
+    # the analyst's coalescing window: poll for it rather than read what is there once
+    async def analysis_of_alert() -> AnalysisCompleted | None:
+        records = await read_topic(kafka, ANALYSES, min_records=1, timeout=5)
+        analyses = [AnalysisCompleted.model_validate_json(v) for _, v in records]
+        return next((a for a in analyses if a.alert_id == alert["alert_id"]), None)
+
+    analysis = await wait_until(analysis_of_alert, timeout=60, message="analysis of the alert")
     assert analysis.mode.value == "deterministic"
     assert analysis.correlation_id == alert["correlation_id"]
     await wait_until(

@@ -4,7 +4,8 @@ The cap is enforced before each call: a call is admitted only if the day's spend
 is already reserved by calls in flight plus this call's worst case (estimated prompt tokens
 and the full ``max_tokens`` completion) stays within the budget, so concurrent calls can't
 overshoot it. After the call the reservation is replaced by the real cost from ``usage``.
-The ledger lives in the process: a restart starts the day's count from zero.
+The day's spend is restored at startup from the persisted record (``budget_store``), so a
+restart does not reset the cap.
 """
 
 from __future__ import annotations
@@ -57,11 +58,25 @@ class SpendLedger:
         self._day = clock().date()
         self._spent = Decimal(0)
         self._reserved = Decimal(0)
+        self.calls = 0
+        self.alerted = False
 
     def _roll(self) -> None:
         today = self._clock().date()
         if today != self._day:
             self._day, self._spent, self._reserved = today, Decimal(0), Decimal(0)
+            self.calls, self.alerted = 0, False
+
+    @property
+    def day(self) -> date:
+        self._roll()
+        return self._day
+
+    def restore(self, day: date, spent_usd: Decimal, calls: int, alerted: bool) -> None:
+        """Take over a persisted day's spend; a record of another day is ignored."""
+        self._roll()
+        if day == self._day:
+            self._spent, self.calls, self.alerted = spent_usd, calls, alerted
 
     @property
     def spent_today(self) -> Decimal:
@@ -86,3 +101,5 @@ class SpendLedger:
             self._reserved -= reservation.amount
         # a call reserved before midnight and finished after it counts on the new day
         self._spent += actual_usd
+        if actual_usd > 0:
+            self.calls += 1

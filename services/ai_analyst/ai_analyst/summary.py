@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
-from riskwatch_common.contracts import RiskAlertChanged
+from riskwatch_common.contracts import HedgeOption, PlanOption, RiskAlertChanged
 from riskwatch_common.text import escape, format_number, sanitize
 
 TEXT_LIMIT = 300
@@ -90,3 +90,72 @@ def deterministic_summary(alert: RiskAlertChanged, limit: int = TEXT_LIMIT) -> s
     if alert.reason:
         parts.append(escape(alert.reason))
     return sanitize("\n".join(parts), limit)
+
+
+# Without the model, options are ranked by the least new risk: cutting the position,
+# then adding margin (no trade), then a cross hedge (a second position to watch).
+DETERMINISTIC_RANKING = ("reduce", "add_margin", "offset")
+
+
+def _usd(value: Decimal) -> str:
+    return f"{format_number(value)} USD"
+
+
+def _liq_after(option: HedgeOption) -> str:
+    after = option.nearest_liq_distance_pct_after
+    return f"; nearest liquidation {format_number(after)} % away" if after is not None else ""
+
+
+def _words(option: HedgeOption) -> tuple[str, str]:
+    """(pros, cons) of an option in our words, every number from the option itself."""
+    net = _usd(option.net_exposure_after_usd)
+    margin = _usd(abs(option.margin_needed_usd))
+    fee = _usd(option.fee_usd)
+    tier = f"; tier {option.tier_after}" if option.tier_after is not None else ""
+    if option.option_id == "reduce":
+        return (
+            f"net exposure to {net}, frees {margin} of margin{tier}{_liq_after(option)}",
+            f"realises the P&L of the part closed; fee {fee}",
+        )
+    if option.option_id == "add_margin":
+        return (
+            f"no trade and no fee{_liq_after(option)}",
+            f"exposure stays at {net}; ties up {margin}",
+        )
+    return (
+        f"keeps the position; net exposure to {net}{_liq_after(option)}",
+        f"a second position to manage, needs {margin} of margin; fee {fee}",
+    )
+
+
+def deterministic_plan(options: tuple[HedgeOption, ...]) -> tuple[PlanOption, ...]:
+    """The plan without the model: our ranking, our words, the engine's figures."""
+    order = {option_id: i for i, option_id in enumerate(DETERMINISTIC_RANKING)}
+    ranked = sorted(options, key=lambda o: order.get(o.option_id, len(order)))
+    plan = []
+    for rank, option in enumerate(ranked, start=1):
+        pros, cons = _words(option)
+        plan.append(
+            PlanOption(
+                option_id=option.option_id,
+                rank=rank,
+                how=option.action,
+                pros=pros,
+                cons=cons,
+                estimated_cost_usd=option.fee_usd,
+                figures=option,
+            )
+        )
+    return tuple(plan)
+
+
+def plan_lines(plan: tuple[PlanOption, ...]) -> tuple[str, ...]:
+    """One plain line per option for channels that show ideas as a list."""
+    lines = []
+    for p in plan:
+        f = p.figures
+        lines.append(
+            f"{p.rank}. {f.action}: fee {_usd(f.fee_usd)}, margin {_usd(f.margin_needed_usd)}, "
+            f"net after {_usd(f.net_exposure_after_usd)}. {p.pros}; but {p.cons}"
+        )
+    return tuple(lines)

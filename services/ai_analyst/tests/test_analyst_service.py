@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -12,9 +13,11 @@ from ai_analyst.app import AnalystApp
 from ai_analyst.settings import AnalystSettings
 from riskwatch_common import topics
 from riskwatch_common.contracts import (
+    AiSpendRecorded,
     AlertTransition,
     AnalysisCompleted,
     AnalysisMode,
+    RiskAlertChanged,
     Severity,
     derived_event_id,
 )
@@ -31,8 +34,9 @@ async def test_alert_on_the_alerts_topic_produces_one_analysis_keyed_by_account(
     settings = AnalystSettings(
         kafka=kafka,
         http_port=0,
-        holysheep_api_key=SecretStr("hs-it-key-0123456789"),
+        api_key=SecretStr("hs-it-key-0123456789"),
         base_url=holysheep.base_url,
+        coalesce_window_seconds=0.2,
     )
     app = AnalystApp(settings)
     producer = Producer(kafka, service="test")
@@ -70,6 +74,54 @@ async def test_alert_on_the_alerts_topic_produces_one_analysis_keyed_by_account(
                 text = await resp.text()
             assert 'ai_analyst_llm_requests_total{model="gpt-4.1",outcome="ok"}' in text
             assert "ai_analyst_llm_cost_usd_total" in text
+            assert 'ai_analyst_llm_call_cost_usd_count{model="gpt-4.1"}' in text
     finally:
         await app.stop()
+        await producer.stop()
+
+
+async def test_the_daily_budget_survives_a_restart_on_the_compacted_spend_topic(
+    kafka: KafkaSettings, holysheep: Any, make_alert: Any
+) -> None:
+    holysheep.prompt_tokens, holysheep.completion_tokens = 3000, 1000
+    # one cheap call bills 4000 tokens = 0.00168 USD; the worst case of a second won't fit
+    settings = AnalystSettings(
+        kafka=kafka,
+        http_port=0,
+        api_key=SecretStr("hs-it-key-0123456789"),
+        base_url=holysheep.base_url,
+        coalesce_window_seconds=0.1,
+        daily_budget_usd=Decimal("0.002"),
+    )
+    producer = Producer(kafka, service="test")
+    await producer.start()
+    try:
+        first = AnalystApp(settings)
+        await first.start()
+        try:
+            await producer.send_and_wait(topics.ALERTS, "main", make_alert())
+            await read_topic(kafka, topics.ANALYSES, min_records=1)
+        finally:
+            await first.stop()
+        [(key, value)] = await read_topic(kafka, topics.AI_SPEND, min_records=1)
+        assert key == b"ai-analyst/0"
+        assert AiSpendRecorded.model_validate_json(value).spent_usd == Decimal("0.00168")
+
+        second = AnalystApp(settings)  # a new process: it must not start from zero
+        await second.start()
+        try:
+            assert second.analyst.ledger.spent_today == Decimal("0.00168")
+            await producer.send_and_wait(topics.ALERTS, "main", make_alert(rule="later"))
+            records = await read_topic(kafka, topics.ANALYSES, min_records=2)
+            analyses = [AnalysisCompleted.model_validate_json(v) for _, v in records]
+            later = [a for a in analyses if a.rule == "later"]
+            assert [a.mode for a in later] == [AnalysisMode.DETERMINISTIC]
+            assert "budget" in later[0].note
+            assert len(holysheep.requests) == 1
+            alerts = await read_topic(kafka, topics.ALERTS, min_records=3)
+            budget = [RiskAlertChanged.model_validate_json(v) for _, v in alerts]
+            assert [a.rule for a in budget if a.rule == "ai_budget_spent"] == ["ai_budget_spent"]
+        finally:
+            await second.stop()
+    finally:
         await producer.stop()

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from ai_analyst.pricing import ModelPrice
 from ai_analyst.settings import AnalystSettings
 from riskwatch_common.logs import redact
 from riskwatch_common.settings import load_settings
@@ -16,33 +17,60 @@ def _kafka_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
 
 
-def test_key_is_read_from_unprefixed_holysheep_api_key_and_redacted(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("variable", ["AI_ANALYST_API_KEY", "HOLYSHEEP_API_KEY"])
+def test_key_is_read_from_the_generic_variable_or_its_holysheep_alias_and_redacted(
+    monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
+    monkeypatch.delenv("AI_ANALYST_API_KEY", raising=False)
+    monkeypatch.delenv("HOLYSHEEP_API_KEY", raising=False)
     key = "hs-settings-test-5f4e3d2c1b0a"
-    monkeypatch.setenv("HOLYSHEEP_API_KEY", key)
+    monkeypatch.setenv(variable, key)
     settings = load_settings(AnalystSettings)
-    assert settings.holysheep_api_key is not None
-    assert settings.holysheep_api_key.get_secret_value() == key
+    assert settings.gateway_key is not None
+    assert settings.gateway_key.get_secret_value() == key
     assert key not in repr(settings)
     assert redact(f"Bearer {key}") == "Bearer ***"
 
 
 def test_blank_key_means_deterministic_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AI_ANALYST_API_KEY", raising=False)
     monkeypatch.setenv("HOLYSHEEP_API_KEY", "  ")
-    assert load_settings(AnalystSettings).holysheep_api_key is None
+    assert load_settings(AnalystSettings).gateway_key is None
 
 
-def test_defaults_follow_the_brief(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_blank_generic_key_does_not_hide_the_holysheep_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AI_ANALYST_API_KEY", "")  # as .env.example leaves it
+    monkeypatch.setenv("HOLYSHEEP_API_KEY", "hs-alias-key-0123456789")
+    key = load_settings(AnalystSettings).gateway_key
+    assert key is not None
+    assert key.get_secret_value() == "hs-alias-key-0123456789"
+    monkeypatch.setenv("AI_ANALYST_API_KEY", "generic-key-0123456789")
+    key = load_settings(AnalystSettings).gateway_key
+    assert key is not None
+    assert key.get_secret_value() == "generic-key-0123456789"
+
+
+def test_defaults_follow_the_users_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOLYSHEEP_API_KEY", raising=False)
+    monkeypatch.delenv("AI_ANALYST_API_KEY", raising=False)
     s = load_settings(AnalystSettings)
     assert s.http_port == 8083
     assert s.base_url == "https://api.holysheep.ai/v1"
     assert (s.cheap_model, s.strong_model) == ("deepseek-v3.2", "gpt-4.1")
-    assert s.cheap_output_usd_per_mtok == Decimal("0.42")
-    assert s.strong_output_usd_per_mtok == Decimal("8.00")
+    # flat prices per million tokens, input and output alike
+    assert s.cheap_price == ModelPrice(Decimal("0.42"), Decimal("0.42"))
+    assert s.strong_price == ModelPrice(Decimal(8), Decimal(8))
     assert s.daily_budget_usd == Decimal(5)
     assert s.read_timeout_seconds == 60
+    assert s.spend_key == "ai-analyst/0"
+
+
+def test_an_input_output_split_overrides_the_flat_price(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AI_ANALYST_STRONG_INPUT_USD_PER_MTOK", "2")
+    s = load_settings(AnalystSettings)
+    assert s.strong_price == ModelPrice(Decimal(2), Decimal(8))
 
 
 def test_prices_and_budget_are_exact_decimals_from_the_environment(

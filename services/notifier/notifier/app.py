@@ -80,6 +80,7 @@ def build_channels(
     session: aiohttp.ClientSession,
     *,
     stdout: TextIO | None = None,
+    delivery_log: DeliveryLog | None = None,
 ) -> list[Channel]:
     """The enabled channels; a channel without credentials is off and says so once."""
     channels: list[Channel] = []
@@ -102,6 +103,9 @@ def build_channels(
                 chat_id=settings.telegram_chat_id,
                 api_base=settings.telegram_api_base,
                 min_interval_seconds=settings.telegram_min_interval_seconds,
+                delivered_ref=(lambda eid: delivery_log.ref("telegram", eid))
+                if delivery_log is not None
+                else None,
             )
         )
     if settings.slack_webhook_url is None:
@@ -144,7 +148,7 @@ class NotifierApp:
         )
         self.delivery_log = DeliveryLog(settings.delivery_log, capacity=settings.dedup_capacity)
         self.dispatcher = Dispatcher(
-            build_channels(settings, self.session, stdout=stdout),
+            build_channels(settings, self.session, stdout=stdout, delivery_log=self.delivery_log),
             delivery_log=self.delivery_log,
             policy=RetryPolicy(
                 max_attempts=settings.max_attempts,
@@ -221,6 +225,7 @@ class NotifierApp:
         analyses, self._analyses = self._analyses, []
         for n in analyses:
             self._batch.extend(await self.dispatcher.dispatch(n))
+        self._batch.extend(await self.dispatcher.release_overdue())
         batch, self._batch = self._batch, []
         acks = []
         for outcome in await asyncio.gather(*batch):

@@ -1,6 +1,8 @@
 """The record of what was delivered where: nothing is sent twice, even across restarts.
 
-Each delivery appends ``{"channel", "event_id", "at"}`` to a JSON-lines file (flushed and
+Each delivery appends ``{"channel", "event_id", "at"}`` (and ``ref``, what the channel
+calls the message, e.g. a Telegram message_id, so a follow-up can reply to it after a
+restart) to a JSON-lines file (flushed and
 fsynced before the delivery counts as done). At startup the file is read back into a bounded
 LRU, so Kafka redelivering records after a restart does not re-send them. A torn last line
 from a crash is skipped. The file is compacted to the newest ``capacity`` entries when it
@@ -22,13 +24,14 @@ import orjson
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+Ref = int | str
 
 
 class DeliveryLog:
     def __init__(self, path: str | Path | None, *, capacity: int = 100_000) -> None:
         self.path = Path(path) if path else None
         self.capacity = capacity
-        self._seen: OrderedDict[Key, None] = OrderedDict()
+        self._seen: OrderedDict[Key, Ref | None] = OrderedDict()
         self._file: IO[bytes] | None = None
         self._lines = 0
 
@@ -67,22 +70,26 @@ class DeliveryLog:
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 skipped += 1
                 continue
-            self._remember(key)
+            ref = doc.get("ref")
+            self._remember(key, ref if isinstance(ref, int | str) else None)
         if skipped:
             log.warning("delivery log lines skipped", extra={"path": str(path), "lines": skipped})
 
     def _compact(self, path: Path) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "wb") as f:
-            for channel, event_id in self._seen:
-                f.write(orjson.dumps({"channel": channel, "event_id": event_id}) + b"\n")
+            for (channel, event_id), ref in self._seen.items():
+                line: dict[str, Ref] = {"channel": channel, "event_id": event_id}
+                if ref is not None:
+                    line["ref"] = ref
+                f.write(orjson.dumps(line) + b"\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         self._lines = len(self._seen)
 
-    def _remember(self, key: Key) -> None:
-        self._seen[key] = None
+    def _remember(self, key: Key, ref: Ref | None = None) -> None:
+        self._seen[key] = ref
         self._seen.move_to_end(key)
         while len(self._seen) > self.capacity:
             self._seen.popitem(last=False)
@@ -90,12 +97,18 @@ class DeliveryLog:
     def delivered(self, channel: str, event_id: str) -> bool:
         return (channel, event_id) in self._seen
 
-    def record(self, channel: str, event_id: str, at: datetime) -> None:
+    def ref(self, channel: str, event_id: str) -> Ref | None:
+        """What ``channel`` called the delivered message of ``event_id``, if it said."""
+        return self._seen.get((channel, event_id))
+
+    def record(self, channel: str, event_id: str, at: datetime, ref: Ref | None = None) -> None:
         """Remember a delivery durably (the line is on disk when this returns)."""
-        self._remember((channel, event_id))
+        self._remember((channel, event_id), ref)
         if self._file is None:
             return
-        line = {"channel": channel, "event_id": event_id, "at": at.isoformat()}
+        line: dict[str, Ref] = {"channel": channel, "event_id": event_id, "at": at.isoformat()}
+        if ref is not None:
+            line["ref"] = ref
         self._file.write(orjson.dumps(line) + b"\n")
         self._file.flush()
         os.fsync(self._file.fileno())

@@ -14,18 +14,25 @@ import asyncio
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from notifier import metrics
 from notifier.channels import Attempt, Channel, Result
 from notifier.dedup import DeliveryLog
 from notifier.messages import Notification
 from riskwatch_common.clock import Clock, utc_now
+from riskwatch_common.contracts import NotificationKind
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+PARK_SECONDS = 30.0
+"""How long an analysis waits for its alert to reach a channel before going out alone."""
+KNOWN_ALERTS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +71,7 @@ class ChannelWorker:
         channel: Channel,
         *,
         policy: RetryPolicy,
-        on_delivered: Callable[[str, Notification], None],
+        on_delivered: Callable[[str, Notification, Any], None],
         queue_size: int = 1000,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
@@ -125,7 +132,7 @@ class ChannelWorker:
             attempt = await self.channel.send(n)
             metrics.SEND_ATTEMPTS.labels(self.name, attempt.detail).inc()
             if attempt.result == Result.DELIVERED:
-                self._on_delivered(self.name, n)
+                self._on_delivered(self.name, n, attempt.ref)
                 metrics.NOTIFICATIONS.labels(self.name, kind, "delivered").inc()
                 return Outcome(self.name, n, True, number)
             if attempt.result == Result.FAILED or number == self.policy.max_attempts:
@@ -170,8 +177,22 @@ class ChannelWorker:
         return Outcome(self.name, n, False, number, attempt.error)
 
 
+@dataclass(slots=True)
+class _Parked:
+    worker: ChannelWorker
+    notification: Notification
+    since: float
+
+
 class Dispatcher:
-    """Sends a notification to every channel it has not yet been delivered to."""
+    """Sends a notification to every channel it has not yet been delivered to.
+
+    An analysis is a reply to its alert, so on each channel it goes out only after its
+    alert was queued there (the worker sends in order) or delivered before a restart. An
+    analysis whose alert has not been seen (the two topics are read independently) is
+    parked until the alert is dispatched, at most ``park_seconds``; then it goes out alone,
+    still as its own message, never instead of the alert.
+    """
 
     def __init__(
         self,
@@ -184,9 +205,14 @@ class Dispatcher:
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        park_seconds: float = PARK_SECONDS,
     ) -> None:
         self.delivery_log = delivery_log
         self._clock = clock
+        self._monotonic = monotonic
+        self.park_seconds = park_seconds
+        self._alerts_queued: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._parked: dict[str, list[_Parked]] = {}
         self.workers = [
             ChannelWorker(
                 c,
@@ -220,8 +246,40 @@ class Dispatcher:
         for worker in self.workers:
             await worker.channel.close()
 
-    def _record(self, channel: str, n: Notification) -> None:
-        self.delivery_log.record(channel, n.source_event_id, self._clock())
+    def _record(self, channel: str, n: Notification, ref: Any) -> None:
+        self.delivery_log.record(
+            channel, n.source_event_id, self._clock(), ref if isinstance(ref, int | str) else None
+        )
+
+    @property
+    def parked(self) -> int:
+        return sum(len(v) for v in self._parked.values())
+
+    def _alert_seen(self, channel: str, alert_event_id: str) -> bool:
+        key = (channel, alert_event_id)
+        return key in self._alerts_queued or self.delivery_log.delivered(*key)
+
+    async def release_overdue(self) -> list[asyncio.Future[Outcome]]:
+        """Send the parked analyses whose alert did not come within ``park_seconds``."""
+        now = self._monotonic()
+        futures: list[asyncio.Future[Outcome]] = []
+        for alert_event_id in list(self._parked):
+            waiting = self._parked[alert_event_id]
+            due = [p for p in waiting if now - p.since >= self.park_seconds]
+            if not due:
+                continue
+            rest = [p for p in waiting if p not in due]
+            if rest:
+                self._parked[alert_event_id] = rest
+            else:
+                del self._parked[alert_event_id]
+            for p in due:
+                log.warning(
+                    "analysis sent without its alert",
+                    extra={"channel": p.worker.name, "alert_event_id": alert_event_id},
+                )
+                futures.append(await self._submit(p.worker, p.notification))
+        return futures
 
     def _done_callback(self, key: tuple[str, str]) -> Callable[[asyncio.Future[Outcome]], None]:
         def done(_: asyncio.Future[Outcome]) -> None:
@@ -229,16 +287,52 @@ class Dispatcher:
 
         return done
 
+    async def _submit(self, worker: ChannelWorker, n: Notification) -> asyncio.Future[Outcome]:
+        key = (worker.name, n.source_event_id)
+        self._in_flight.add(key)
+        future = await worker.submit(n)
+        future.add_done_callback(self._done_callback(key))
+        return future
+
     async def dispatch(self, n: Notification) -> list[asyncio.Future[Outcome]]:
-        """Queue ``n`` on each channel that has not had it; duplicates are skipped."""
+        """Queue ``n`` on each channel that has not had it; duplicates are skipped.
+
+        An analysis whose alert this channel has not seen is parked (no future for it yet);
+        dispatching the alert queues the parked analyses right behind it.
+        """
         futures = []
         for worker in self.workers:
             key = (worker.name, n.source_event_id)
             if key in self._in_flight or self.delivery_log.delivered(*key):
                 metrics.NOTIFICATIONS.labels(worker.name, n.kind.value, "duplicate").inc()
+                if n.kind == NotificationKind.ALERT:
+                    futures.extend(await self._unpark(worker, n.source_event_id))
                 continue
-            self._in_flight.add(key)
-            future = await worker.submit(n)
-            future.add_done_callback(self._done_callback(key))
-            futures.append(future)
+            if n.kind == NotificationKind.ANALYSIS and not self._alert_seen(
+                worker.name, n.alert_event_id
+            ):
+                self._parked.setdefault(n.alert_event_id, []).append(
+                    _Parked(worker, n, self._monotonic())
+                )
+                continue
+            futures.append(await self._submit(worker, n))
+            if n.kind == NotificationKind.ALERT:
+                self._alerts_queued[key] = None
+                while len(self._alerts_queued) > KNOWN_ALERTS:
+                    self._alerts_queued.popitem(last=False)
+                futures.extend(await self._unpark(worker, n.source_event_id))
         return futures
+
+    async def _unpark(
+        self, worker: ChannelWorker, alert_event_id: str
+    ) -> list[asyncio.Future[Outcome]]:
+        waiting = self._parked.get(alert_event_id)
+        if not waiting:
+            return []
+        mine = [p for p in waiting if p.worker is worker]
+        rest = [p for p in waiting if p.worker is not worker]
+        if rest:
+            self._parked[alert_event_id] = rest
+        else:
+            del self._parked[alert_event_id]
+        return [await self._submit(worker, p.notification) for p in mine]

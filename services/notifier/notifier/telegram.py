@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -36,8 +37,11 @@ class TelegramChannel:
         chat_id: str,
         api_base: str = "https://api.telegram.org",
         min_interval_seconds: float = 1.0,
+        delivered_ref: Callable[[str], object] | None = None,
     ) -> None:
         self._session = session
+        # the delivery log's record of an alert sent before a restart
+        self._delivered_ref = delivered_ref
         self._url = f"{api_base.rstrip('/')}/bot{token}/sendMessage"
         self._token = token
         self.chat_id = chat_id
@@ -58,6 +62,9 @@ class TelegramChannel:
             payload["parse_mode"] = "HTML"
         if notification.kind == NotificationKind.ANALYSIS:
             reply_to = self._message_ids.get(notification.alert_event_id)
+            if reply_to is None and self._delivered_ref is not None:
+                known = self._delivered_ref(notification.alert_event_id)
+                reply_to = known if isinstance(known, int) else None
             if reply_to is not None:
                 payload["reply_parameters"] = {
                     "message_id": reply_to,

@@ -113,7 +113,9 @@ class Stack:
         )
         self.delivery_log = DeliveryLog(settings.delivery_log, capacity=settings.dedup_capacity)
         self.dispatcher = Dispatcher(
-            build_channels(settings, self.session, stdout=self.stdout),
+            build_channels(
+                settings, self.session, stdout=self.stdout, delivery_log=self.delivery_log
+            ),
             delivery_log=self.delivery_log,
             policy=RetryPolicy(
                 max_attempts=settings.max_attempts,

@@ -6,7 +6,7 @@ publish what they return; everything here is testable without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -20,7 +20,8 @@ from risk_processor.engine import (
     PositionMode,
     TierTable,
 )
-from risk_processor.outputs import Cause, alert_event
+from risk_processor.engine.hedging import hedge_options
+from risk_processor.outputs import Cause, alert_event, wire_hedge_option
 from risk_processor.state import (
     EMPTY_ORDERS,
     EMPTY_RISK,
@@ -32,7 +33,7 @@ from risk_processor.state import (
     TierEntry,
     WalletEntry,
 )
-from riskwatch_common.contracts import RiskAlertChanged
+from riskwatch_common.contracts import HedgeOption, RiskAlertChanged
 
 PORTFOLIO = engine.PORTFOLIO
 
@@ -194,6 +195,15 @@ def _tier_moves(
     return now_held, out
 
 
+_HEDGED = frozenset({engine.Severity.HIGH, engine.Severity.CRITICAL})
+_OPENING = frozenset({"raised", "escalated"})
+
+
+def needs_hedge_options(t: engine.AlertTransition) -> bool:
+    """Options are computed only where a plan is written: raised/escalated HIGH and CRITICAL."""
+    return t.severity in _HEDGED and t.kind.value in _OPENING
+
+
 def _publish(
     risk: RiskBook,
     transitions: Iterable[engine.AlertTransition],
@@ -202,13 +212,25 @@ def _publish(
     now: datetime,
     cause: Cause,
     source: str,
+    options: Callable[[engine.AlertTransition], tuple[HedgeOption, ...]] | None = None,
 ) -> tuple[dict[str, int], tuple[RiskAlertChanged, ...]]:
     seqs = dict(risk.seqs)
     out: list[RiskAlertChanged] = []
     for t in transitions:
         n = seqs.get(t.alert_id, 0) + 1
         seqs[t.alert_id] = n
-        out.append(alert_event(t, n=n, risk_level=risk_level, now=now, cause=cause, source=source))
+        hedges = options(t) if options is not None and needs_hedge_options(t) else ()
+        out.append(
+            alert_event(
+                t,
+                n=n,
+                risk_level=risk_level,
+                now=now,
+                cause=cause,
+                source=source,
+                hedge_options=hedges,
+            )
+        )
     return seqs, tuple(out)
 
 
@@ -244,6 +266,22 @@ def evaluate_account(
     )
     account = state.account
     risk = state.risk
+    orders = [e.order for e in state.orders.open.values()]
+    wallet = state.wallet.wallet if state.wallet is not None else None
+
+    def options(t: engine.AlertTransition) -> tuple[HedgeOption, ...]:
+        found = hedge_options(
+            exposure,
+            orders,
+            wallet,
+            tables,
+            marks,
+            subject=t.subject,
+            amount_usd=t.numbers.get("reduce_by_usd"),
+            margin_usd=t.numbers.get("add_margin_usd"),
+        )
+        return tuple(wire_hedge_option(f) for f in found)
+
     candidates = engine.evaluate_account(
         exposure,
         config.thresholds(account),
@@ -256,7 +294,13 @@ def evaluate_account(
         account, risk.alerts, candidates, now, config.alert_policy
     )
     seqs, alerts = _publish(
-        risk, transitions, risk_level=exposure.risk_level, now=now, cause=cause, source=source
+        risk,
+        transitions,
+        risk_level=exposure.risk_level,
+        now=now,
+        cause=cause,
+        source=source,
+        options=options,
     )
     mismatches = sum(
         1

@@ -17,14 +17,17 @@ from typing import Any
 import orjson
 
 from risk_processor import engine
+from risk_processor.engine.hedging import HedgeFigures
 from riskwatch_common.contracts import (
     PORTFOLIO_KEY,
     AlertTransition,
     ExposureScope,
     ExposureSnapshotted,
+    HedgeOption,
     RiskAlertChanged,
     RiskLevel,
     Severity,
+    Side,
     derived_event_id,
 )
 
@@ -72,6 +75,7 @@ def wire_position(pe: engine.PositionExposure) -> dict[str, Any]:
             "headroom_to_leverage_cap": _d(pe.headroom_to_leverage_cap),
             "liq_price": _d(pe.liq_price),
             "liquidation_distance_pct": _d(pe.liq_distance_pct),
+            "maintenance_margin_rate": _d(pe.tier.mmr) if pe.tier is not None else None,
         }
     )
 
@@ -210,6 +214,27 @@ def transition_event_id(alert_id: str, kind: str, n: int) -> str:
     return derived_event_id(alert_id, kind, n)
 
 
+def wire_hedge_option(f: HedgeFigures) -> HedgeOption:
+    """The contract form of one engine-computed hedge option."""
+    return HedgeOption(
+        option_id=f.option_id,
+        action=f.action,
+        symbol=f.symbol,
+        side=Side(f.side.value) if f.side is not None else None,
+        qty=f.qty,
+        notional_usd=f.notional,
+        taker_fee_rate=f.taker_fee_rate,
+        fee_usd=f.fee,
+        margin_needed_usd=f.margin_needed,
+        net_exposure_before_usd=f.net_before,
+        net_exposure_after_usd=f.net_after,
+        tier_before=f.tier_before,
+        tier_after=f.tier_after,
+        nearest_liq_distance_pct_before=f.nearest_liq_before,
+        nearest_liq_distance_pct_after=f.nearest_liq_after,
+    )
+
+
 def alert_event(
     t: engine.AlertTransition,
     *,
@@ -218,6 +243,7 @@ def alert_event(
     now: datetime,
     cause: Cause,
     source: str,
+    hedge_options: tuple[HedgeOption, ...] = (),
 ) -> RiskAlertChanged:
     """The contract event of the ``n``-th published transition of ``t.alert_id``."""
     numbers: dict[str, Decimal] = {k: v for k, v in t.numbers.items() if v is not None}
@@ -238,4 +264,5 @@ def alert_event(
         risk_level=RiskLevel[risk_level.name] if risk_level is not None else None,
         reason=t.reason,
         numbers=numbers,
+        hedge_options=hedge_options,
     )

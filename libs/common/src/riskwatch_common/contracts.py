@@ -9,7 +9,7 @@ unknown fields (``extra="ignore"``), so an older consumer keeps working on newer
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
@@ -260,6 +260,9 @@ class PositionExposure(BaseModel):
     headroom_to_leverage_cap: Decimal | None = None
     liq_price: Decimal | None = None
     liquidation_distance_pct: Decimal | None = None
+    maintenance_margin_rate: Decimal | None = Field(
+        default=None, description="MMR of the position's current tier (fraction)."
+    )
 
 
 class ExposureScope(StrEnum):
@@ -294,6 +297,36 @@ class ExposureSnapshotted(Event):
     positions: tuple[PositionExposure, ...] = ()
 
 
+class HedgeOption(BaseModel):
+    """One way out of a HIGH/CRITICAL alert and what it costs and changes.
+
+    Computed by the risk engine by re-running its exposure math on the account as it
+    would be after the option: fees at the taker rate, the initial margin the option
+    needs (negative when it releases margin), and the effect on net exposure, the tier of
+    the position and the nearest liquidation distance of the account.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    option_id: str = Field(description="Stable within the alert: 'reduce', 'offset', 'add_margin'.")
+    action: str = Field(description="What to do, in plain words with our numbers.")
+    symbol: str | None = None
+    side: Side | None = Field(default=None, description="Order side; None for a transfer.")
+    qty: Decimal | None = None
+    notional_usd: Decimal = Decimal(0)
+    taker_fee_rate: Decimal = Decimal(0)
+    fee_usd: Decimal = Decimal(0)
+    margin_needed_usd: Decimal = Field(
+        default=Decimal(0), description="Initial margin (or transfer) it needs; negative frees."
+    )
+    net_exposure_before_usd: Decimal
+    net_exposure_after_usd: Decimal
+    tier_before: int | None = None
+    tier_after: int | None = None
+    nearest_liq_distance_pct_before: Decimal | None = None
+    nearest_liq_distance_pct_after: Decimal | None = None
+
+
 class AlertTransition(StrEnum):
     RAISED = "raised"
     ESCALATED = "escalated"
@@ -322,11 +355,28 @@ class RiskAlertChanged(Event):
     risk_level: RiskLevel | None = None
     reason: str
     numbers: dict[str, Decimal] = Field(default_factory=dict)
+    hedge_options: tuple[HedgeOption, ...] = Field(
+        default=(), description="Computed ways out; only on raised/escalated HIGH and CRITICAL."
+    )
 
 
 class AnalysisMode(StrEnum):
     LLM = "llm"
     DETERMINISTIC = "deterministic"
+
+
+class PlanOption(BaseModel):
+    """One option of a hedging plan: the words are the model's (or ours), the figures ours."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    option_id: str
+    rank: int = Field(ge=1, description="1 is the recommended option.")
+    how: str
+    pros: str
+    cons: str
+    estimated_cost_usd: Decimal = Field(description="Fees at the taker rate, from figures.")
+    figures: HedgeOption
 
 
 class AnalysisCompleted(Event):
@@ -344,8 +394,31 @@ class AnalysisCompleted(Event):
     hedging_ideas: tuple[str, ...] = ()
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
+    cost_usd: Decimal = Field(
+        default=Decimal(0), description="This alert's share of the call (shares sum to it)."
+    )
     note: str = ""
+    plan: tuple[PlanOption, ...] = Field(default=(), description="Ranked, best first.")
+    call_id: str | None = Field(
+        default=None, description="The LLM call it came from, shared by coalesced alerts."
+    )
+    alerts_in_call: int = Field(default=1, ge=1)
+    call_cost_usd: Decimal = Field(default=Decimal(0), description="What the whole call cost.")
+    cached: bool = Field(default=False, description="Answer reused from an identical input.")
+
+
+class AiSpendRecorded(Event):
+    """The AI analyst's spend so far in one UTC day; the latest record per key is current."""
+
+    event_type: Literal["AiSpendRecorded"] = "AiSpendRecorded"
+    budget_key: str = Field(description="Whose budget: the analyst's group and instance.")
+    day: date
+    spent_usd: Decimal = Field(ge=0)
+    budget_usd: Decimal = Field(ge=0)
+    calls: int = Field(default=0, ge=0)
+    budget_alerted: bool = Field(
+        default=False, description="The day's budget alert was published already."
+    )
 
 
 class NotificationKind(StrEnum):
@@ -412,6 +485,7 @@ def event_models() -> dict[str, type[BaseModel]]:
         ExposureSnapshotted,
         RiskAlertChanged,
         AnalysisCompleted,
+        AiSpendRecorded,
         NotificationDelivered,
         NotificationFailed,
         RecordDeadLettered,

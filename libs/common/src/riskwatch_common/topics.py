@@ -21,6 +21,7 @@ class KeyKind(StrEnum):
     SYMBOL = "symbol"
     ACCOUNT_OR_PORTFOLIO = "account, or 'portfolio' for the aggregate"
     SOURCE_KEY = "the failed record's key"
+    BUDGET = "the analyst's budget key (consumer group/instance)"
 
 
 class CleanupPolicy(StrEnum):
@@ -122,6 +123,14 @@ ANALYSES = TopicSpec(
     retention_ms=30 * _DAY_MS,
     dead_letter="ai.analyses.dlq.v1",
 )
+AI_SPEND = TopicSpec(
+    name="ai.spend.v1",
+    value=c.AiSpendRecorded,
+    key=KeyKind.BUDGET,
+    description="The AI analyst's spend of the UTC day, so its daily budget survives restarts.",
+    cleanup=CleanupPolicy.COMPACT,
+    dead_letter="ai.spend.dlq.v1",
+)
 NOTIFICATIONS = TopicSpec(
     name="notify.deliveries.v1",
     value=c.NotificationDelivered | c.NotificationFailed,
@@ -138,6 +147,7 @@ DATA_TOPICS: tuple[TopicSpec, ...] = (
     EXPOSURES,
     ALERTS,
     ANALYSES,
+    AI_SPEND,
     NOTIFICATIONS,
 )
 
