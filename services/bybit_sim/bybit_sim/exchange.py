@@ -145,6 +145,7 @@ class Exchange:
                 wallet_balance=spec.wallet_balance,
                 default_leverage=dict(spec.leverage),
                 account_type=spec.account_type,
+                key=spec.key,
             )
             mode = spec.position_mode
             for p in spec.positions:

@@ -310,7 +310,7 @@ def account_info_row(account: Account) -> Row:
         "userID": account.uid,
         "isMaster": account.is_master,
         "parentUid": "0" if account.is_master else str(account.parent_uid),
-        "readOnly": 1,
+        "readOnly": 1 if account.key.read_only else 0,
         "apiKey": account.api_key,
         "note": f"riskwatch sim {account.name}",
     }

@@ -14,6 +14,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import quote
@@ -669,18 +670,22 @@ def _account_info(sim: Simulator, account: Account, query: Query) -> object:
 
 def _query_api(sim: Simulator, account: Account, query: Query) -> object:
     info = account_info_row(account)
+    key = account.key
+    now = datetime.fromtimestamp(sim.clock.now_ms() / 1000, UTC)
+    created = key.created_at or now
     return {
         "id": str(account.uid),
         "note": info["note"],
         "apiKey": info["apiKey"],
-        "readOnly": info["readOnly"],
+        "readOnly": 1 if key.read_only else 0,
         "secret": "",
-        "permissions": {"ContractTrade": [], "Spot": [], "Wallet": [], "Options": []},
-        "ips": ["*"],
+        "permissions": {group: list(perms) for group, perms in key.permissions.items()},
+        "ips": list(key.ips),
         "type": 1,
-        "deadlineDay": -1,
-        "expiredAt": "",
-        "createdAt": "",
+        # Bybit: days left before expiry, -1 for a key that never expires
+        "deadlineDay": -1 if key.expires_at is None else max((key.expires_at - now).days, 0),
+        "expiredAt": "" if key.expires_at is None else _iso(key.expires_at),
+        "createdAt": _iso(created),
         "unified": 0,
         "uta": 1 if account.account_type == "unified" else 0,
         "userID": info["userID"],
@@ -692,6 +697,11 @@ def _query_api(sim: Simulator, account: Account, query: Query) -> object:
         "isMaster": info["isMaster"],
         "parentUid": info["parentUid"],
     }
+
+
+def _iso(moment: datetime) -> str:
+    """Bybit's form: `2026-01-28T09:27:36Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- REST: public ----------------------------------------------------------------------------------
