@@ -1,22 +1,17 @@
-"""Fake Telegram Bot API and Slack webhook servers on loopback, plus event builders."""
+"""The fake Telegram and Slack servers (riskwatch_common.fakes) as fixtures, plus event builders."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
-from aiohttp import web
 from pydantic import SecretStr
 
 from notifier.app import build_channels
@@ -33,169 +28,11 @@ from riskwatch_common.contracts import (
     derived_event_id,
     new_event_id,
 )
+from riskwatch_common.fakes import TELEGRAM_CHAT_ID, FakeSlack, FakeTelegram, telegram_accepts
 from riskwatch_common.settings import KafkaSettings
 
-TOKEN = "7012345678:AAF3kq9ZrXw_fakeButRealLooking-Token42"
-CHAT_ID = "-1001234567890"
+CHAT_ID = TELEGRAM_CHAT_ID
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None  # dict -> JSON, str -> text
-    headers: dict[str, str] = field(default_factory=dict)
-    hang: bool = False
-
-
-class _TelegramHtml(HTMLParser):
-    """Telegram's parse check, as far as our messages go: known tags, escaped text."""
-
-    TAGS = frozenset({"b", "strong", "i", "em", "u", "s", "code", "pre", "a", "blockquote"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=False)
-        self.stack: list[str] = []
-        self.bad = False
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        self.bad |= tag not in self.TAGS
-        self.stack.append(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        self.bad |= not self.stack or self.stack.pop() != tag
-
-    def handle_data(self, data: str) -> None:
-        self.bad |= "<" in data or ">" in data
-
-    def handle_entityref(self, name: str) -> None:
-        self.bad |= name not in ("lt", "gt", "amp", "quot")
-
-
-def telegram_accepts(text: str) -> bool:
-    parser = _TelegramHtml()
-    parser.feed(text)
-    parser.close()
-    if parser.bad or parser.stack:
-        return False
-    return all(
-        text[i:].startswith(("&lt;", "&gt;", "&amp;", "&quot;", "&#"))
-        for i, ch in enumerate(text)
-        if ch == "&"
-    )
-
-
-class _FakeServer:
-    def __init__(self) -> None:
-        self.replies: deque[Reply] = deque()
-        self._release = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    def routes(self) -> list[web.RouteDef]:
-        raise NotImplementedError
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.add_routes(self.routes())
-        # no access log: it would print request paths, which hold the token
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        self._release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _respond(self, reply: Reply) -> web.Response:
-        if reply.hang:
-            await self._release.wait()
-        if isinstance(reply.body, str):
-            return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
-        return web.Response(
-            status=reply.status,
-            body=orjson.dumps(reply.body),
-            headers=reply.headers,
-            content_type="application/json",
-        )
-
-    def hang(self) -> None:
-        self.replies.append(Reply(hang=True))
-
-
-class FakeTelegram(_FakeServer):
-    def __init__(self, token: str = TOKEN) -> None:
-        super().__init__()
-        self.token = token
-        self.messages: list[dict[str, Any]] = []  # accepted sendMessage payloads
-        self.requests = 0
-        self._next_id = 100
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def routes(self) -> list[web.RouteDef]:
-        return [web.post("/bot{token}/sendMessage", self._send)]
-
-    async def _send(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        payload = await request.json()
-        if request.match_info["token"] != self.token:
-            return await self._respond(
-                Reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
-            )
-        if self.replies:
-            return await self._respond(self.replies.popleft())
-        if payload.get("parse_mode") == "HTML" and not telegram_accepts(payload["text"]):
-            return await self._respond(
-                self.error(400, "Bad Request: can't parse entities: unsupported start tag")
-            )
-        self._next_id += 1
-        self.messages.append(payload)
-        return await self._respond(
-            Reply(200, {"ok": True, "result": {"message_id": self._next_id, "text": "..."}})
-        )
-
-    @staticmethod
-    def error(status: int, description: str, parameters: dict[str, Any] | None = None) -> Reply:
-        body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
-        if parameters is not None:
-            body["parameters"] = parameters
-        return Reply(status, body)
-
-    def fail(self, status: int, description: str, parameters: dict[str, Any] | None = None) -> None:
-        self.replies.append(self.error(status, description, parameters))
-
-
-class FakeSlack(_FakeServer):
-    PATH = "/services/T0ABCDEF1/B0ABCDEF2/q7Xw9kLmN2pR4sT6vY8zA1bC"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[dict[str, Any]] = []
-        self.requests = 0
-
-    @property
-    def webhook_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.PATH}"
-
-    def routes(self) -> list[web.RouteDef]:
-        return [web.post(self.PATH, self._post)]
-
-    async def _post(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        payload = await request.json()
-        if self.replies:
-            return await self._respond(self.replies.popleft())
-        self.messages.append(payload)
-        return web.Response(status=200, text="ok")
-
-    def fail(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
-        self.replies.append(Reply(status, text, headers or {}))
 
 
 @pytest.fixture
