@@ -33,6 +33,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from risk_processor.engine import (
     DEFAULT_ALERT_POLICY,
     DEFAULT_THRESHOLDS,
@@ -182,13 +184,6 @@ def load_config(path: Path | None, *, net_exposure_limit_usd: Decimal | None = N
         except ValueError as exc:
             raise ConfigError(f"thresholds file {path}: not valid JSON ({exc})") from None
         return parse_config(doc, net_exposure_limit_usd=net_exposure_limit_usd)
-    try:
-        # PyYAML is not (yet) a declared dependency of this package: JSON always works.
-        import yaml
-    except ImportError:
-        raise ConfigError(
-            f"thresholds file {path}: YAML needs PyYAML installed; use a .json file"
-        ) from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

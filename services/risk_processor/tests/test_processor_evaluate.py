@@ -181,7 +181,6 @@ def test_bad_thresholds_stop_startup_naming_the_problem(doc: object, problem: st
 
 
 def test_yaml_thresholds_file(tmp_path: Path) -> None:
-    pytest.importorskip("yaml")
     path = tmp_path / "thresholds.yaml"
     path.write_text("accounts:\n  main:\n    margin_mode: isolated\n")
     assert load_config(path).setup("main").margin_mode.value == "isolated"
