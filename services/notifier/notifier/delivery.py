@@ -16,12 +16,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from notifier import metrics
 from notifier.channels import Attempt, Channel, Result
 from notifier.dedup import DeliveryLog
 from notifier.messages import Notification
 from riskwatch_common.clock import Clock, utc_now
+from riskwatch_common.contracts import NotificationKind
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,12 @@ class ChannelWorker:
             if attempt.result == Result.DELIVERED:
                 self._on_delivered(self.name, n)
                 metrics.NOTIFICATIONS.labels(self.name, kind, "delivered").inc()
+                if n.kind is NotificationKind.ALERT:
+                    # wall clock, not monotonic: occurred_at comes from another process
+                    since = datetime.fromisoformat(n.record["occurred_at"])
+                    metrics.ALERT_TO_DELIVERY_SECONDS.labels(self.name).observe(
+                        max((utc_now() - since).total_seconds(), 0.0)
+                    )
                 return Outcome(self.name, n, True, number)
             if attempt.result == Result.FAILED or number == self.policy.max_attempts:
                 break

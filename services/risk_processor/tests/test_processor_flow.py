@@ -8,6 +8,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from risk_processor.testing import mark, position, publish, publish_raw, read_models, running
 from riskwatch_common.contracts import (
@@ -152,6 +153,17 @@ async def test_sample_portfolio_gives_exact_snapshots_and_a_portfolio_net_exposu
             assert body["count"] == len(everything)
             async with http.get(f"{base}/readyz") as r:
                 assert r.status == 200
+            # the dashboard's per-account gauges say the same as the snapshots
+            async with http.get(f"{base}/metrics") as r:
+                scraped = {
+                    (sample.name, sample.labels.get("account")): sample.value
+                    for family in text_string_to_metric_families(await r.text())
+                    for sample in family.samples
+                }
+        assert scraped["risk_processor_account_net_exposure_usd", "sub_trading"] == -17650
+        assert scraped["risk_processor_account_gross_exposure_usd", "main"] == float(btc + eth)
+        assert scraped["risk_processor_account_risk_level", "main"] in (1, 2, 3)
+        assert scraped["risk_processor_last_evaluation_timestamp_seconds", None] > 0
 
 
 async def _alerts_with(kafka: KafkaSettings, account: str, rule: str) -> list[RiskAlertChanged]:
