@@ -26,6 +26,7 @@ from riskwatch_common.settings import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
 THRESHOLDS_EXAMPLE = REPO / "services" / "risk_processor" / "config" / "thresholds.example.yaml"
+LIVE_COMPOSE = REPO / "docker-compose.live.yml"
 ENVIRONMENTS = ("mainnet", "testnet", "demo")
 
 
@@ -81,6 +82,8 @@ def env_document(values: dict[str, str], live_dir: Path) -> str:
     lines = [
         "# Written by `riskwatch init`; read by docker compose and `riskwatch doctor`.",
         "# Holds secrets: keep it out of git (mode 0600). docs/going-live.md explains each line.",
+        "# docker compose: the live file on top of the base one (no simulator)",
+        "COMPOSE_FILE=docker-compose.yml:docker-compose.live.yml",
         f"RISKWATCH_LIVE_DIR={live_dir}",
         f"INGESTOR_ACCOUNTS_FILE={live_dir / 'accounts.yaml'}",
         f"RISK_PROCESSOR_THRESHOLDS_FILE={live_dir / 'thresholds.yaml'}",
@@ -178,8 +181,25 @@ def run_init(args: argparse.Namespace, ask: Callable[..., str] = _ask) -> int:
         print(f"riskwatch init: wrote the files, but {exc}", file=sys.stderr)
         return 1
     print(f"wrote {live / 'accounts.yaml'}, {live / 'thresholds.yaml'}, {keys}/, {env_file}")
+    for hint in missing_compose_groups(sorted({a.group for a in accounts})):
+        print(hint)
     print("next: riskwatch doctor --env-file", env_file)
     return 0
+
+
+def missing_compose_groups(groups: list[str], live_compose: Path = LIVE_COMPOSE) -> list[str]:
+    """What to add to docker-compose.live.yml so that every group has its ingestor."""
+    services = (yaml.safe_load(live_compose.read_text()) or {}).get("services", {})
+    hints = []
+    for group in groups:
+        if f"ingestor-{group}" not in services:
+            hints.append(
+                f"add to {live_compose.name} under services: (one ingestor per group)\n"
+                f"  ingestor-{group}:\n    <<: *live-ingestor\n    environment:\n"
+                f"      <<: *live-ingestor-env\n      INGESTOR_GROUP: {group}\n"
+                f"      INGESTOR_INSTANCE: {group}"
+            )
+    return hints
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
