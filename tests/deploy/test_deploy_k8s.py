@@ -630,3 +630,21 @@ def test_a_third_group_is_one_directory_and_divides_the_per_ip_budgets(
         kit.render(kit.DEPLOY / "k8s" / "overlays" / "prod"), kit, monkeypatch, tmp_path / "two"
     )
     assert budgets["group-a"][0] < two["group-a"][0]
+
+
+def test_risk_processor_reads_its_thresholds_from_the_mounted_config_map(
+    overlay: tuple[str, list[Obj]], tmp_path: Path
+) -> None:
+    from risk_processor.config import load_config
+
+    name, objs = overlay
+    (w,) = service_workloads(objs, "risk-processor")
+    main = main_container(w)
+    path = Path(container_env(objs, main)["RISK_PROCESSOR_THRESHOLDS_FILE"])
+    (mount,) = [m for m in main["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (volume,) = [v for v in pod(w)["volumes"] if v["name"] == mount["name"]]
+    cm = named(objs, "ConfigMap", volume["configMap"]["name"])
+    local = tmp_path / path.name
+    local.write_text(cm["data"][path.name])
+    config = load_config(local)
+    assert config.portfolio.net_exposure_usd > config.base.net_exposure_usd, name

@@ -84,6 +84,8 @@ def env_document(values: dict[str, str], live_dir: Path) -> str:
         "# Holds secrets: keep it out of git (mode 0600). docs/going-live.md explains each line.",
         "# docker compose: the live file on top of the base one (no simulator)",
         "COMPOSE_FILE=docker-compose.yml:docker-compose.live.yml",
+        "# for riskwatch doctor on this machine (the containers get kafka:9092)",
+        "KAFKA_BOOTSTRAP_SERVERS=localhost:29092",
         f"RISKWATCH_LIVE_DIR={live_dir}",
         f"INGESTOR_ACCOUNTS_FILE={live_dir / 'accounts.yaml'}",
         f"RISK_PROCESSOR_THRESHOLDS_FILE={live_dir / 'thresholds.yaml'}",
