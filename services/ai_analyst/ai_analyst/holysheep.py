@@ -1,6 +1,6 @@
 """HolySheep adapter: OpenAI-compatible ``POST {base}/chat/completions`` with retries.
 
-Retry semantics follow the official OpenAI SDK (streaming-and-channels §7.1): 429, 408,
+Retry semantics follow the official OpenAI SDK (openai-python, `_base_client.py`): 429, 408,
 409, 5xx, timeouts and connection errors are retried with ``retry-after-ms`` /
 ``retry-after`` when it is in (0, 60] s, else capped exponential backoff with jitter.
 401/403 (bad key, region), 402 and 429 ``insufficient_quota`` (money) and other 4xx are

@@ -30,7 +30,7 @@ class AnalystSettings(ServiceSettings):
     strong_model: str = Field(
         default="gpt-4.1", min_length=1, description="Only for HIGH/CRITICAL or HIGH risk."
     )
-    # list prices per million tokens (streaming-and-channels §7.2); HolySheep quotes output only
+    # list prices per million tokens (the providers' price pages); HolySheep quotes output only
     cheap_input_usd_per_mtok: Decimal = Field(default=Decimal("0.28"), ge=0)
     cheap_output_usd_per_mtok: Decimal = Field(default=Decimal("0.42"), ge=0)
     strong_input_usd_per_mtok: Decimal = Field(default=Decimal("2.00"), ge=0)

@@ -1,4 +1,4 @@
-"""Bybit v5 row builders: exact field names and string-number formats (bybit-v5.md §2, §3.6).
+"""Bybit v5 row builders: exact field names and string-number formats (docs/bybit-v5.md §2, §3.6).
 
 REST and WS rows share builders; they differ where Bybit differs (`avgPrice` vs `entryPrice`,
 `category` inside WS rows, liqPrice "" vs "0" on flat positions).

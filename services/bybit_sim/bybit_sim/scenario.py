@@ -40,7 +40,7 @@ FaultKind = Literal[
     "clear",
 ]
 # unified: a UTA (wallet-balance accountType=UNIFIED); standard: a never-upgraded account
-# whose derivatives wallet is accountType=CONTRACT (bybit-v5.md §2.3).
+# whose derivatives wallet is accountType=CONTRACT (docs/bybit-v5.md §2.3).
 AccountType = Literal["unified", "standard"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)

@@ -136,5 +136,6 @@ class Account:
     @property
     def wallet_account_type(self) -> str:
         """The `accountType` wallet-balance accepts and echoes: UTA wallets are UNIFIED; a
-        standard (never-upgraded) account's derivatives wallet is CONTRACT (bybit-v5.md §2.3)."""
+        standard (never-upgraded) account's derivatives wallet is CONTRACT
+        (docs/bybit-v5.md §2.3)."""
         return "UNIFIED" if self.account_type == "unified" else "CONTRACT"

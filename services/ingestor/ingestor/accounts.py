@@ -63,7 +63,7 @@ KNOWN_ENDPOINTS: dict[Environment, Endpoints] = {
         ws_public_url="wss://stream-testnet.bybit.com/v5/public/linear",
         market_rest_url="https://api-testnet.bybit.com",
     ),
-    # bybit-v5.md §3.1: stream-demo serves private streams only; public data is mainnet's.
+    # docs/bybit-v5.md §3.1: stream-demo serves private streams only; public data is mainnet's.
     Environment.DEMO: Endpoints(
         rest_url="https://api-demo.bybit.com",
         ws_private_url="wss://stream-demo.bybit.com/v5/private",

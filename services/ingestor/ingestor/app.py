@@ -112,7 +112,7 @@ class Ingestor:
         self.started = asyncio.Event()
 
     def _ws_limiter(self, url: str) -> SlidingWindowLimiter:
-        # Bybit counts new connections per WebSocket domain (§3.9).
+        # Bybit counts new connections per WebSocket domain (docs/bybit-v5.md §3.9).
         host = urlsplit(url).netloc
         limiter = self._ws_limiters.get(host)
         if limiter is None:

@@ -17,7 +17,7 @@ class IngestorSettings(ServiceSettings):
     group: str = Field(min_length=1, description="The account group this process serves.")
     http_port: int = Field(default=8081, ge=0, le=65535)
 
-    # Bybit's wallet stream does not push on price moves (bybit-v5.md §3.5), so the wallet
+    # Bybit's wallet stream does not push on price moves (docs/bybit-v5.md §3.5), so the wallet
     # is also polled; 10 s keeps 500 accounts inside the per-IP budget below.
     wallet_refresh_s: float = Field(default=10.0, gt=0)
     # A full in-place resync (positions, orders, wallet) as a drift check; 0 turns it off.
@@ -45,7 +45,7 @@ class IngestorSettings(ServiceSettings):
         ge=1,
         description=(
             "After an HTTP 403 (Bybit's IP ban) no REST call of the process goes out for this"
-            " long; Bybit lifts the ban after at least 10 minutes (bybit-v5.md §1.5)."
+            " long; Bybit lifts the ban after at least 10 minutes (docs/bybit-v5.md §1.5)."
         ),
     )
     # Bybit allows 500 new WebSocket connections per 5 minutes per domain. Unset: 450 per

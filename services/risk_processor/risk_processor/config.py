@@ -1,7 +1,7 @@
 """Risk configuration: thresholds per account, group and portfolio; account profiles.
 
 The file (YAML or JSON, ``RISK_PROCESSOR_THRESHOLDS_FILE``) is optional; without it every
-account uses the product brief's defaults. Precedence, later wins: the brief's defaults,
+account uses the defaults of docs/product.md. Precedence, later wins: those defaults,
 the file's ``thresholds``, ``RISK_PROCESSOR_NET_EXPOSURE_LIMIT_USD``, the account's group,
 the account itself. The portfolio uses the base plus the file's ``portfolio`` section.
 

@@ -1,4 +1,4 @@
-"""The processor on a real broker: the brief's sample portfolio, dead letters, the API."""
+"""The processor on a real broker: docs/product.md's sample portfolio, dead letters, the API."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def latest(snapshots: list[ExposureSnapshotted]) -> dict[str, ExposureSnapshotte
 async def test_sample_portfolio_gives_exact_snapshots_and_a_portfolio_net_exposure_alert(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
-    # Hand-computed from the brief: notional = size x mark, UPL = (mark - entry) x size
+    # Hand-computed from docs/product.md: notional = size x mark, UPL = (mark - entry) x size
     # for longs, (entry - mark) x size for shorts.
     btc, eth = D("0.5") * 70000, D(5) * 3520  # 35,000 and 17,600
     sol, bnb = D(100) * D("176.5"), D(20) * 584  # 17,650 and 11,680
@@ -63,7 +63,7 @@ async def test_sample_portfolio_gives_exact_snapshots_and_a_portfolio_net_exposu
     }
     async with running(kafka, tmp_path) as proc:
         await publish(kafka, MARKS)
-        # Marks first, so every account is evaluated at the brief's marks.
+        # Marks first, so every account is evaluated at the marks of docs/product.md.
         await wait_until(lambda: proc.marks.get("BNBUSDT") is not None, message="marks stored")
         await publish(kafka, SAMPLE)
 
