@@ -160,11 +160,12 @@ async def check_bybit(
     """One line per account of every group in ``accounts_file``."""
     groups = _groups(accounts_file)
     if not groups:
+        # an unreadable or invalid file: the ingestor's loader says what is wrong with it
         try:
-            load_group(accounts_file, "", env=env)
+            load_group(accounts_file, "(any)", env=env)
         except ConfigError as exc:
             return [Check(Status.FAIL, "accounts", str(exc), f"see {GUIDE}, step 2")]
-        return [Check(Status.FAIL, "accounts", f"{accounts_file}: no groups")]
+        return [Check(Status.FAIL, "accounts", f"{accounts_file}: no account has a group")]
     # one key check per account is far below Bybit's per-IP budget; the limiter keeps it so
     rest = BybitRest(
         session,

@@ -245,3 +245,16 @@ async def test_doctor_reports_a_missing_required_variable_by_name(tmp_path: Path
     assert code == 1
     assert "KAFKA_BOOTSTRAP_SERVERS is required but not set" in out
     assert "no accounts file (INGESTOR_ACCOUNTS_FILE unset" in out
+
+
+async def test_doctor_names_the_file_and_field_of_a_broken_accounts_file(tmp_path: Path) -> None:
+    accounts = tmp_path / "accounts.yaml"
+    accounts.write_text("accounts:\n  - name: main\n    group: g\n    environment: moon\n")
+
+    code, out = await run_doctor("--accounts", str(accounts))
+
+    assert code == 1
+    line = line_of(out, "accounts")
+    assert line.startswith("✗")
+    assert str(accounts) in line
+    assert "environment" in line
