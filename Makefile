@@ -40,11 +40,11 @@ typecheck: install ## mypy (strict) over libs, services, tools and bench
 	$(RUN) mypy libs/common/src tools/cli bench $(foreach s,ingestor risk_processor ai_analyst notifier bybit_sim,services/$(s)/$(s))
 
 .PHONY: unit
-unit: install ## tests that need no broker
+unit: install promtool ## tests that need no broker
 	$(RUN) pytest -m "not integration" $(PYTEST_ARGS)
 
 .PHONY: test
-test: install kcat lint typecheck ## everything CI runs: lint, types, unit and integration tests
+test: install kcat promtool lint typecheck ## everything CI runs: lint, types, unit and integration tests
 	$(RUN) pytest $(PYTEST_ARGS)
 
 .PHONY: test-integration
@@ -55,9 +55,17 @@ test-integration: install kcat ## only the tests that need a broker (RISKWATCH_B
 kcat: ## install kcat (a Kafka client nobody here wrote) when the machine allows it
 	@bash scripts/ensure-kcat.sh
 
+.PHONY: promtool
+promtool: ## install promtool (Prometheus' checker) for the alert-rule tests when the machine allows it
+	@bash scripts/ensure-promtool.sh
+
 .PHONY: schemas
 schemas: install ## regenerate the JSON Schemas of every event into schemas/
 	$(RUN) riskwatch schemas
+
+.PHONY: monitoring
+monitoring: install ## write the Kubernetes PrometheusRule from deploy/observability's rules file
+	$(RUN) riskwatch monitoring
 
 .PHONY: broker
 broker: install ## run a local broker on 127.0.0.1:9092 (RISKWATCH_BROKER=apache|tansu|container)

@@ -33,8 +33,12 @@ def entries(kit: SimpleNamespace) -> dict[str, Entry]:
 
 
 def compose_variables(kit: SimpleNamespace) -> set[str]:
-    """Variables docker-compose.yml interpolates (``${NAME:-default}``)."""
-    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (kit.REPO / "docker-compose.yml").read_text()))
+    """Variables the compose files interpolate (``${NAME:-default}``), and those Compose
+    itself reads from .env (which files, which profiles)."""
+    text = "".join(
+        (kit.REPO / f).read_text() for f in ("docker-compose.yml", "docker-compose.live.yml")
+    )
+    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text)) | {"COMPOSE_FILE", "COMPOSE_PROFILES"}
 
 
 def test_every_setting_of_every_service_is_listed(

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -336,51 +338,65 @@ def test_service_settings_load_from_the_rendered_environment(
             load_settings(cls)
 
 
+@dataclass
+class IngestorPod:
+    group: str
+    config: Any  # the GroupConfig the pod loads
+    accounts_text: str
+    secret_name: str
+
+
+def ingestor_pod(objs: list[Obj], w: Obj, files: Path) -> IngestorPod:
+    """What one ingestor Deployment's pod reads: its accounts file from the ConfigMap and
+    its group's keys from the Secret (a placeholder when the Secret is made outside)."""
+    accounts_mod = pytest.importorskip("ingestor.accounts")
+    secrets = {o["metadata"]["name"]: o for o in by_kind(objs, "Secret")}
+    main = main_container(w)
+    env = container_env(objs, main)
+    group = env["INGESTOR_GROUP"]
+    volumes = {v["name"]: v for v in pod(w)["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    accounts_path = Path(env["INGESTOR_ACCOUNTS_FILE"])
+    accounts_volume = volumes[mounts[str(accounts_path.parent)]]
+    cm = named(objs, "ConfigMap", accounts_volume["configMap"]["name"])
+    text = cm["data"][accounts_path.name]
+    (cred_mount,) = [p for p, v in mounts.items() if "secret" in volumes[v]]
+    secret_name = volumes[mounts[cred_mount]]["secret"]["secretName"]
+    files.mkdir(parents=True)
+    local = files / accounts_path.name
+    local.write_text(text.replace(cred_mount + "/", f"{files}/"))
+    for account in yaml.safe_load(text)["accounts"]:
+        if account["group"] != group:
+            continue
+        for ref in account["credentials"].values():
+            key = Path(ref).name
+            value = (
+                base64.b64decode(secrets[secret_name]["data"][key]).decode()
+                if secret_name in secrets
+                else "from-an-external-secret"
+            )
+            (files / key).write_text(value)
+    config = accounts_mod.load_group(local, group, env={})
+    return IngestorPod(group, config, text, secret_name)
+
+
 def test_one_ingestor_per_account_group_streams_each_account_once(
     overlay: tuple[str, list[Obj]], kit: SimpleNamespace, tmp_path: Path
 ) -> None:
-    accounts_mod = pytest.importorskip("ingestor.accounts")
     name, objs = overlay
-    ingestors = service_workloads(objs, "ingestor")
-    secrets = {o["metadata"]["name"]: o for o in by_kind(objs, "Secret")}
     groups: dict[str, Any] = {}
     accounts_docs = set()
-    for w in ingestors:
+    for w in service_workloads(objs, "ingestor"):
         where = f"{name} {w['metadata']['name']}"
         assert w["spec"]["replicas"] == 1, where
         assert w["spec"]["strategy"]["type"] == "Recreate", where
-        main = main_container(w)
-        env = container_env(objs, main)
-        group = env["INGESTOR_GROUP"]
-        assert group not in groups, f"two ingestors for {group}"
-        volumes = {v["name"]: v for v in pod(w)["volumes"]}
-        mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
-        # the accounts file, from its ConfigMap
-        accounts_path = Path(env["INGESTOR_ACCOUNTS_FILE"])
-        accounts_volume = volumes[mounts[str(accounts_path.parent)]]
-        cm = named(objs, "ConfigMap", accounts_volume["configMap"]["name"])
-        text = cm["data"][accounts_path.name]
-        accounts_docs.add(text)
+        seen = ingestor_pod(objs, w, tmp_path / w["metadata"]["name"])
+        assert seen.group not in groups, f"two ingestors for {seen.group}"
+        accounts_docs.add(seen.accounts_text)
         # the group's credentials, from its own Secret, as files
-        (cred_mount,) = [p for p, v in mounts.items() if "secret" in volumes[v]]
-        secret_name = volumes[mounts[cred_mount]]["secret"]["secretName"]
-        assert re.sub(r"-[a-z0-9]{10}$", "", secret_name) == f"bybit-credentials-{group}", where
-        files = tmp_path / group
-        files.mkdir()
-        local = files / accounts_path.name
-        local.write_text(text.replace(cred_mount + "/", f"{files}/"))
-        for account in yaml.safe_load(text)["accounts"]:
-            if account["group"] != group:
-                continue
-            for ref in account["credentials"].values():
-                key = Path(ref).name
-                value = (
-                    base64.b64decode(secrets[secret_name]["data"][key]).decode()
-                    if secret_name in secrets
-                    else "from-an-external-secret"
-                )
-                (files / key).write_text(value)
-        groups[group] = accounts_mod.load_group(local, group, env={})
+        secret = re.sub(r"-[a-z0-9]{10}$", "", seen.secret_name)
+        assert secret == f"bybit-credentials-{seen.group}", where
+        groups[seen.group] = seen.config
     assert len(accounts_docs) == 1, "every group reads the same accounts file"
     doc = yaml.safe_load(accounts_docs.pop())
     assert set(groups) == {a["group"] for a in doc["accounts"]}, "a group without an ingestor"
@@ -481,27 +497,37 @@ def test_kafka_clients_create_the_registry_topics_before_they_start(
         assert kafka_env[0] == kafka_env[1], f"{name} {w['metadata']['name']}"
 
 
-def test_prod_ingestors_share_bybits_per_ip_limits(
-    rendered: Any, env_of: Any, kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Bybit allows 600 REST calls per 5 s and 500 new WebSockets per 5 minutes per IP;
-    the groups leave through one egress, so their budgets add up below that."""
+def ingestor_budgets(
+    objs: list[Obj], kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, tuple[float, float]]:
+    """Group -> (REST requests per 5 s, new WebSockets per 5 min) each ingestor allows itself."""
+    from ingestor.app import ip_budgets
     from riskwatch_common.settings import load_settings
 
-    known = env_of("ingestor")
     cls = kit.settings_class(kit.SERVICES["ingestor"])
-    objs = rendered("prod")
-    rest = ws = 0.0
+    known = kit.settings_env(cls)
+    out = {}
     for w in service_workloads(objs, "ingestor"):
         for var in known:
             monkeypatch.delenv(var, raising=False)
         for var, value in resolved_env(objs, main_container(w)).items():
             monkeypatch.setenv(var, value)
         s = load_settings(cls)
-        rest += s.rest_ip_requests * 5.0 / s.rest_ip_window_s
-        ws += s.ws_connects_per_window * 300.0 / s.ws_connect_window_s
-    assert rest <= 600
-    assert ws <= 500
+        seen = ingestor_pod(objs, w, tmp_path / w["metadata"]["name"])
+        rest, ws = ip_budgets(s, seen.config)
+        out[seen.group] = (rest * 5.0 / s.rest_ip_window_s, ws * 300.0 / s.ws_connect_window_s)
+    return out
+
+
+def test_prod_ingestors_share_bybits_per_ip_limits(
+    rendered: Any, kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bybit allows 600 REST calls per 5 s and 500 new WebSockets per 5 minutes per IP;
+    the groups leave through one egress, so their budgets add up below that."""
+    budgets = ingestor_budgets(rendered("prod"), kit, monkeypatch, tmp_path)
+    assert len(budgets) == 2
+    assert sum(rest for rest, _ in budgets.values()) <= 600
+    assert sum(ws for _, ws in budgets.values()) <= 500
 
 
 def locked_closure(lock: dict[str, Any], root: str) -> set[str]:
@@ -543,3 +569,82 @@ def test_single_process_services_never_run_twice(overlay: tuple[str, list[Obj]])
     for service in ("ai-analyst", "notifier", "ingestor"):
         for w in service_workloads(objs, service):
             assert w["spec"]["strategy"]["type"] == "Recreate", (name, w["metadata"]["name"])
+
+
+def test_a_third_group_is_one_directory_and_divides_the_per_ip_budgets(
+    kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """docs/deployment.md "Adding a group", done to a copy of the tree: the new group's
+    objects carry its name everywhere, and every group's share of Bybit's per-IP limits
+    shrinks without a budget written anywhere."""
+    tree = tmp_path / "deploy"
+    shutil.copytree(kit.DEPLOY, tree, ignore=shutil.ignore_patterns("*.md"))
+    prod = tree / "k8s" / "overlays" / "prod"
+    accounts = prod / "accounts.yaml"
+    # step 1: the new group's accounts in the accounts file
+    accounts.write_text(
+        accounts.read_text()
+        + "  - name: sub_scalper\n    group: group-c\n    account_type: unified\n"
+        "    position_mode: one_way\n    environment: mainnet\n    credentials:\n"
+        "      api_key_file: /etc/riskwatch/bybit/sub_scalper.api_key\n"
+        "      api_secret_file: /etc/riskwatch/bybit/sub_scalper.api_secret\n"
+    )
+    # the recipe: a copy of a group directory with the new name, one line in resources
+    shutil.copytree(prod / "ingestor-group-b", prod / "ingestor-group-c")
+    group_file = prod / "ingestor-group-c" / "kustomization.yaml"
+    group_file.write_text(group_file.read_text().replace("group-b", "group-c"))
+    overlay = prod / "kustomization.yaml"
+    overlay.write_text(
+        overlay.read_text().replace(
+            "  - ingestor-group-b\n", "  - ingestor-group-b\n  - ingestor-group-c\n"
+        )
+    )
+
+    objs = kit.render(prod)
+
+    ingestors = {w["metadata"]["name"]: w for w in service_workloads(objs, "ingestor")}
+    assert set(ingestors) == {"ingestor-group-a", "ingestor-group-b", "ingestor-group-c"}
+    c = ingestors["ingestor-group-c"]
+    assert container_env(objs, main_container(c))["INGESTOR_GROUP"] == "group-c"
+    instance = {"app.kubernetes.io/instance": "ingestor-group-c"}
+    assert instance.items() <= c["spec"]["selector"]["matchLabels"].items()
+    assert instance.items() <= c["spec"]["template"]["metadata"]["labels"].items()
+    (service,) = [
+        s for s in by_kind(objs, "Service") if s["metadata"]["name"] == "ingestor-group-c"
+    ]
+    assert instance.items() <= service["spec"]["selector"].items()
+    (secret,) = [v["secret"]["secretName"] for v in pod(c)["volumes"] if "secret" in v]
+    assert secret == "bybit-credentials-group-c"
+    # no two groups' selectors match the same pods
+    selectors = [
+        tuple(sorted(w["spec"]["selector"]["matchLabels"].items())) for w in ingestors.values()
+    ]
+    assert len(set(selectors)) == 3
+    budgets = ingestor_budgets(objs, kit, monkeypatch, tmp_path / "pods")
+    assert set(budgets) == {"group-a", "group-b", "group-c"}
+    assert sum(rest for rest, _ in budgets.values()) <= 600
+    assert sum(ws for _, ws in budgets.values()) <= 500
+    # three equal shares of the same per-IP budget the two groups split before
+    assert len(set(budgets.values())) == 1
+    two = ingestor_budgets(
+        kit.render(kit.DEPLOY / "k8s" / "overlays" / "prod"), kit, monkeypatch, tmp_path / "two"
+    )
+    assert budgets["group-a"][0] < two["group-a"][0]
+
+
+def test_risk_processor_reads_its_thresholds_from_the_mounted_config_map(
+    overlay: tuple[str, list[Obj]], tmp_path: Path
+) -> None:
+    from risk_processor.config import load_config
+
+    name, objs = overlay
+    (w,) = service_workloads(objs, "risk-processor")
+    main = main_container(w)
+    path = Path(container_env(objs, main)["RISK_PROCESSOR_THRESHOLDS_FILE"])
+    (mount,) = [m for m in main["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (volume,) = [v for v in pod(w)["volumes"] if v["name"] == mount["name"]]
+    cm = named(objs, "ConfigMap", volume["configMap"]["name"])
+    local = tmp_path / path.name
+    local.write_text(cm["data"][path.name])
+    config = load_config(local)
+    assert config.portfolio.net_exposure_usd > config.base.net_exposure_usd, name

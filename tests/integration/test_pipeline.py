@@ -1,7 +1,7 @@
 """The whole chain as separate processes on a real broker:
 simulator -> ingestor -> risk processor -> AI analyst -> notifier.
 
-The simulator opens the brief's sample portfolio by fills on a market that does not move,
+The simulator opens the sample portfolio of docs/product.md by fills on a market that does not move,
 so the delivered alert's numbers are exact, and its correlation id must be the id of the
 simulator frame whose fill caused it.
 """

@@ -1,4 +1,4 @@
-"""Settings: the unprefixed gateway key, defaults from the brief, secrets redacted."""
+"""Settings: the unprefixed gateway key, defaults from docs/product.md, secrets redacted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Server-side checks of Bybit v5 REST and WebSocket auth (bybit-v5.md §1.2-1.4, §3.2).
+"""Server-side checks of Bybit v5 REST and WebSocket auth (docs/bybit-v5.md §1.2-1.4, §3.2).
 
 REST: sign string = timestamp + apiKey + recvWindow + (raw query string | raw body), HMAC-SHA256
 lowercase hex. The query string is taken exactly as it arrived on the wire, so a client that
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 DEFAULT_RECV_WINDOW_MS = 5000
-# Bybit rejects a client clock more than 1 s ahead whatever the recv window (§1.2).
+# Bybit rejects a client clock more than 1 s ahead whatever the recv window (docs/bybit-v5.md §1.2).
 MAX_CLOCK_AHEAD_MS = 1000
 
 
@@ -55,7 +55,7 @@ def verify_rest(
     signature = headers.get("X-BAPI-SIGN", "")
     recv_text = headers.get("X-BAPI-RECV-WINDOW", "")
     if not api_key or not timestamp or not signature:
-        # bybit-v5.md §1.4: missing auth headers are an HTTP 401.
+        # docs/bybit-v5.md §1.4: missing auth headers are an HTTP 401.
         raise AuthError(10003, "missing X-BAPI auth headers", http_status=401)
     secret = secret_for_key(api_key)
     if secret is None:

@@ -2,7 +2,7 @@
 
 No I/O and no wall clock: time comes from the injected `now_ms`, ids from a per-run counter.
 Every mutating call returns the private frames Bybit would push for it, in Bybit's order,
-already in v5 wire format (bybit-v5.md §3.6); the server only routes and serialises them.
+already in v5 wire format (docs/bybit-v5.md §3.6); the server only routes and serialises them.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class PrivateFrame:
         }
 
     def row_keys(self) -> list[Row]:
-        """The identity of each row, per our dedup keys (bybit-v5.md §3.7)."""
+        """The identity of each row, per our dedup keys (docs/bybit-v5.md §3.7)."""
         wanted = {
             "position": ("symbol", "positionIdx", "seq", "size", "updatedTime"),
             "order": ("orderId", "orderStatus", "cumExecQty", "updatedTime"),
@@ -145,6 +145,7 @@ class Exchange:
                 wallet_balance=spec.wallet_balance,
                 default_leverage=dict(spec.leverage),
                 account_type=spec.account_type,
+                key=spec.key,
             )
             mode = spec.position_mode
             for p in spec.positions:
@@ -373,7 +374,7 @@ class Exchange:
             market = self._markets[spec.symbol]
             market.trade_seq += 1
             position.seq = market.trade_seq
-        # Settings-only changes keep the last trade's seq, as Bybit does (bybit-v5.md §3.8).
+        # Settings-only changes keep the last trade's seq, as Bybit does (docs/bybit-v5.md §3.8).
         position.updated_time = self._now()
         frames = [self._position_frame(account, position)]
         if traded:
@@ -396,7 +397,7 @@ class Exchange:
 
     def tick_mark_price(self, symbol: str, price: Decimal) -> None:
         """A price-path tick. No private frame: Bybit's position and wallet streams do not
-        push on mark moves alone (bybit-v5.md §3.5, §7)."""
+        push on mark moves alone (docs/bybit-v5.md §3.5, §7)."""
         market = self.market(symbol)
         if market.pinned:
             return

@@ -13,7 +13,7 @@ import orjson
 from bybit_sim.scenario import Fault
 
 ANY = "*"
-# Bybit's IP ban lasts "at least 10 minutes" (bybit-v5.md §1.5).
+# Bybit's IP ban lasts "at least 10 minutes" (docs/bybit-v5.md §1.5).
 DEFAULT_IP_BAN_S = 600
 
 MalformedVariant = Literal["truncated", "unknown_topic", "missing_field"]

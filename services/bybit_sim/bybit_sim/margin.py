@@ -1,7 +1,7 @@
-"""Risk-limit tier maths for USDT linear contracts (bybit-v5.md §4, product-brief.md).
+"""Risk-limit tier maths for USDT linear contracts (docs/bybit-v5.md §4, docs/product.md).
 
 Pure functions over Decimal; the exchange core uses them for riskId, positionMM and the
-leverage cap, and the tests check the brief's worked examples against them.
+leverage cap, and the tests check the worked examples of docs/product.md against them.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def effective_position_value(
     """max(long value + opening long orders, short value + opening short orders).
 
     Position value uses the average entry price, order value the order price
-    (product-brief.md, "Effective position value").
+    (docs/product.md, "Effective position value").
     """
     long_value = sum(
         (p.size * p.entry_price for p in positions if p.side == "Buy" and p.size > 0), ZERO

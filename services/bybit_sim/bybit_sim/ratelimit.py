@@ -2,7 +2,7 @@
 
 `RateLimiter`: the per-UID, per-endpoint rolling 1-second window of private REST (§1.5); with
 another window it also counts WebSocket connects per domain (500 per 5 minutes, §3.9).
-`IpLimiter`: the per-IP REST window (600 per 5 s) whose breach bans the IP (§1.5).
+`IpLimiter`: the per-IP REST window (600 per 5 s) whose breach bans the IP (docs/bybit-v5.md §1.5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bybit v5 row builders: exact field names and string-number formats (bybit-v5.md §2, §3.6).
+"""Bybit v5 row builders: exact field names and string-number formats (docs/bybit-v5.md §2, §3.6).
 
 REST and WS rows share builders; they differ where Bybit differs (`avgPrice` vs `entryPrice`,
 `category` inside WS rows, liqPrice "" vs "0" on flat positions).
@@ -310,7 +310,7 @@ def account_info_row(account: Account) -> Row:
         "userID": account.uid,
         "isMaster": account.is_master,
         "parentUid": "0" if account.is_master else str(account.parent_uid),
-        "readOnly": 1,
+        "readOnly": 1 if account.key.read_only else 0,
         "apiKey": account.api_key,
         "note": f"riskwatch sim {account.name}",
     }

@@ -6,6 +6,7 @@ so tier rates such as 0.0056 stay exact instead of becoming binary floats.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -39,7 +40,7 @@ FaultKind = Literal[
     "clear",
 ]
 # unified: a UTA (wallet-balance accountType=UNIFIED); standard: a never-upgraded account
-# whose derivatives wallet is accountType=CONTRACT (bybit-v5.md §2.3).
+# whose derivatives wallet is accountType=CONTRACT (docs/bybit-v5.md §2.3).
 AccountType = Literal["unified", "standard"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
@@ -150,6 +151,27 @@ class OrderSpec(BaseModel):
     time_in_force: TimeInForce = "GTC"
 
 
+def _read_only_permissions() -> dict[str, tuple[str, ...]]:
+    return {"ContractTrade": ("Order", "Position")}
+
+
+class ApiKeySpec(BaseModel):
+    """What `/v5/user/query-api` says about the account's key (a read-only key by default).
+
+    `permissions` uses Bybit's groups (ContractTrade, Spot, Wallet, Options, Derivatives,
+    Exchange, Earn, NFT, CopyTrading, BlockTrade, Affiliate); `ips` is the whitelist
+    (`["*"]` = no binding); `expires_at` is unset for a key that never expires.
+    """
+
+    model_config = _FROZEN
+
+    read_only: bool = True
+    permissions: dict[str, tuple[str, ...]] = Field(default_factory=_read_only_permissions)
+    ips: tuple[str, ...] = ("*",)
+    expires_at: datetime | None = None
+    created_at: datetime | None = None
+
+
 class AccountSpec(BaseModel):
     model_config = _FROZEN
 
@@ -165,6 +187,7 @@ class AccountSpec(BaseModel):
     # Leverage shown on flat positions (Bybit keeps a per-symbol setting); default 10.
     leverage: dict[str, Decimal] = Field(default_factory=dict)
     is_master: bool = False
+    key: ApiKeySpec = ApiKeySpec()
 
 
 class AccountTemplate(BaseModel):

@@ -14,6 +14,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import quote
@@ -43,20 +44,20 @@ CATEGORISED_TOPICS = frozenset({"position.linear", "order.linear", "execution.li
 # wallet has no categorised form, so it may accompany either form.
 PRIVATE_TOPICS = ALL_IN_ONE_TOPICS | CATEGORISED_TOPICS | {"wallet"}
 RISK_LIMIT_SYMBOLS_PER_PAGE = 15
-# Bybit's max_active_time accepts 30s-600s on private streams (bybit-v5.md §3.4).
+# Bybit's max_active_time accepts 30s-600s on private streams (docs/bybit-v5.md §3.4).
 _MAX_ACTIVE = re.compile(r"^(\d+)([sm])$")
 _CURSOR = re.compile(r"^page_args=([A-Za-z0-9_.-]+)&$")
 # /v5/execution/list answers at most 7 days at a time.
 EXECUTION_WINDOW_MS = 7 * 24 * 3600 * 1000
-# Bybit counts new WebSocket connections per domain over 5 minutes (bybit-v5.md §3.9).
+# Bybit counts new WebSocket connections per domain over 5 minutes (docs/bybit-v5.md §3.9).
 WS_CONNECT_WINDOW_MS = 5 * 60 * 1000
-# Bybit's reply to a banned IP: HTTP 403 with this text, no JSON envelope (bybit-v5.md §1.5).
+# Bybit's reply to a banned IP: HTTP 403 with this text, no JSON envelope (docs/bybit-v5.md §1.5).
 IP_BAN_TEXT = "access too frequent"
 
 
 @dataclass(frozen=True, slots=True)
 class SimOptions:
-    # Bybit cuts a link after 10 minutes without ping-pong (bybit-v5.md §3.4).
+    # Bybit cuts a link after 10 minutes without ping-pong (docs/bybit-v5.md §3.4).
     idle_timeout_s: float = 600.0
     rate_limit_per_s: int = 50
     frames_ring_size: int = 10_000
@@ -66,7 +67,7 @@ class SimOptions:
     # Bybit: 600 REST requests per IP per 5 s, then a ban of at least 10 minutes (§1.5).
     ip_limit_per_5s: int = 600
     ip_ban_s: float = 600.0
-    # Bybit: 500 new WebSocket connections per 5 minutes per domain (§3.9).
+    # Bybit: 500 new WebSocket connections per 5 minutes per domain (docs/bybit-v5.md §3.9).
     ws_connect_limit_per_5min: int = 500
 
 
@@ -474,7 +475,7 @@ def _paginate(
 
 def _ip_gate(sim: Simulator, request: web.Request, now_ms: int) -> web.Response | None:
     """The per-IP limit comes before auth and the per-UID limit, and a refusal is a bare
-    HTTP 403 without the JSON envelope, as Bybit answers a banned IP (bybit-v5.md §1.5)."""
+    HTTP 403 without the JSON envelope, as Bybit answers a banned IP (docs/bybit-v5.md §1.5)."""
     if sim.faults.ip_ban_until(now_ms) is not None:
         cause = "ip_ban_fault"
     else:
@@ -655,7 +656,7 @@ def _wallet_balance(sim: Simulator, account: Account, query: Query) -> object:
 
 def _account_info(sim: Simulator, account: Account, query: Query) -> object:
     return {
-        # bybit-v5.md §2.3: 1 classic (our standard accounts), 5 UTA 2.0.
+        # docs/bybit-v5.md §2.3: 1 classic (our standard accounts), 5 UTA 2.0.
         "unifiedMarginStatus": 5 if account.account_type == "unified" else 1,
         "marginMode": "REGULAR_MARGIN",
         "isMasterTrader": False,
@@ -669,18 +670,22 @@ def _account_info(sim: Simulator, account: Account, query: Query) -> object:
 
 def _query_api(sim: Simulator, account: Account, query: Query) -> object:
     info = account_info_row(account)
+    key = account.key
+    now = datetime.fromtimestamp(sim.clock.now_ms() / 1000, UTC)
+    created = key.created_at or now
     return {
         "id": str(account.uid),
         "note": info["note"],
         "apiKey": info["apiKey"],
-        "readOnly": info["readOnly"],
+        "readOnly": 1 if key.read_only else 0,
         "secret": "",
-        "permissions": {"ContractTrade": [], "Spot": [], "Wallet": [], "Options": []},
-        "ips": ["*"],
+        "permissions": {group: list(perms) for group, perms in key.permissions.items()},
+        "ips": list(key.ips),
         "type": 1,
-        "deadlineDay": -1,
-        "expiredAt": "",
-        "createdAt": "",
+        # Bybit: days left before expiry, -1 for a key that never expires
+        "deadlineDay": -1 if key.expires_at is None else max((key.expires_at - now).days, 0),
+        "expiredAt": "" if key.expires_at is None else _iso(key.expires_at),
+        "createdAt": _iso(created),
         "unified": 0,
         "uta": 1 if account.account_type == "unified" else 0,
         "userID": info["userID"],
@@ -692,6 +697,11 @@ def _query_api(sim: Simulator, account: Account, query: Query) -> object:
         "isMaster": info["isMaster"],
         "parentUid": info["parentUid"],
     }
+
+
+def _iso(moment: datetime) -> str:
+    """Bybit's form: `2026-01-28T09:27:36Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- REST: public ----------------------------------------------------------------------------------
@@ -781,7 +791,7 @@ async def _serve_ws(
         while not conn.closing:
             remaining = last_ping + idle_s - loop.time()
             if remaining <= 0:
-                # No ping within the idle window: Bybit closes the link (bybit-v5.md §3.4).
+                # No ping within the idle window: Bybit closes the link (docs/bybit-v5.md §3.4).
                 conn.close_after_flush()
                 break
             try:
@@ -920,7 +930,7 @@ def _private_subscribe(
         )
         return
     if ALL_IN_ONE_TOPICS.intersection(topics) and CATEGORISED_TOPICS.intersection(topics):
-        # bybit-v5.md §3.3: the two forms cannot be mixed in one subscribe request.
+        # docs/bybit-v5.md §3.3: the two forms cannot be mixed in one subscribe request.
         conn.send(
             _private_ack(
                 conn,

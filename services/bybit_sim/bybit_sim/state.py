@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from bybit_sim.margin import Tier
-from bybit_sim.scenario import AccountType
+from bybit_sim.scenario import AccountType, ApiKeySpec
 
 ZERO = Decimal(0)
 # Bybit's default linear fee rates (non-VIP): maker 0.02 %, taker 0.055 %.
@@ -121,6 +121,7 @@ class Account:
     wallet_balance: Decimal
     default_leverage: dict[str, Decimal]
     account_type: AccountType = "unified"
+    key: ApiKeySpec = field(default_factory=ApiKeySpec)
     cum_realised_pnl: Decimal = ZERO
     positions: dict[tuple[str, int], Position] = field(default_factory=dict)
     # Insertion order is creation order; the REST view sorts newest first.
@@ -135,5 +136,6 @@ class Account:
     @property
     def wallet_account_type(self) -> str:
         """The `accountType` wallet-balance accepts and echoes: UTA wallets are UNIFIED; a
-        standard (never-upgraded) account's derivatives wallet is CONTRACT (bybit-v5.md §2.3)."""
+        standard (never-upgraded) account's derivatives wallet is CONTRACT
+        (docs/bybit-v5.md §2.3)."""
         return "UNIFIED" if self.account_type == "unified" else "CONTRACT"

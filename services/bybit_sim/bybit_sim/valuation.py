@@ -1,8 +1,8 @@
 """Account valuation under UTA cross margin: tiers, IM/MM, UPL, wallet totals, liq estimate.
 
-Position value, IM and MM use the average entry price (bybit-v5.md §4.1); only UPL follows the
+Position value, IM and MM use the average entry price (docs/bybit-v5.md §4.1); only UPL follows the
 mark price. So a price move changes margin balance, and with it accountMMRate, while MM stays
-put; liquidation is accountMMRate = 100 % (§4.4).
+put; liquidation is accountMMRate = 100 % (docs/bybit-v5.md §4.4).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def symbol_risk(account: Account, market: Market) -> SymbolRisk:
     leverage = leverage_for(account, market.symbol, idx)
     tier = tier_for_value(market.tiers, value)
     # Auto risk limit moves the tier only within what the chosen leverage allows
-    # (bybit-v5.md §4.5); an order past that cap is one Bybit would have refused.
+    # (docs/bybit-v5.md §4.5); an order past that cap is one Bybit would have refused.
     allowed = [t for t in market.tiers if t.max_leverage >= leverage]
     if allowed and tier.id > allowed[-1].id:
         tier = allowed[-1]
@@ -208,7 +208,7 @@ def position_views(
 def _liq_price(position: Position, market: Market, cushion: Decimal) -> Decimal | None:
     """Cross-margin estimate: the mark at which margin balance meets total MM, all else held.
 
-    Bybit calls its own cross liqPrice an estimate too (bybit-v5.md §2.1).
+    Bybit calls its own cross liqPrice an estimate too (docs/bybit-v5.md §2.1).
     """
     if not position.is_open:
         return None

@@ -35,7 +35,7 @@ def code_of(hdrs: dict[str, str], query: str) -> int:
 
 
 def test_docs_worked_example_sign_string_is_timestamp_key_window_query() -> None:
-    # bybit-v5.md §1.3: "1658384314791XXXXXXXXXX5000category=option&symbol=BTC-29JUL22-25000-C"
+    # docs/bybit-v5.md §1.3: "1658384314791XXXXXXXXXX5000category=option&symbol=BTC-29JUL22-25000-C"
     query = "category=option&symbol=BTC-29JUL22-25000-C"
     hdrs = {
         "X-BAPI-API-KEY": "XXXXXXXXXX",

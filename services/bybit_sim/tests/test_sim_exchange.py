@@ -21,7 +21,7 @@ from bybit_sim.state import CLOSED_ORDERS_LISTED
 
 START = 1_750_000_000_000
 
-# Field sets from bybit-v5.md §3.6 (linear rows; order rows add createType).
+# Field sets from docs/bybit-v5.md §3.6 (linear rows; order rows add createType).
 POSITION_WS_FIELDS = {
     "positionIdx", "tradeMode", "riskId", "riskLimitValue", "symbol", "side", "size",
     "entryPrice", "leverage", "breakEvenPrice", "positionValue", "positionBalance", "markPrice",

@@ -19,7 +19,7 @@ ABORTED = (
     aiohttp.WSMsgType.CLOSING,
     aiohttp.WSMsgType.ERROR,
 )
-# bybit-v5.md §3.6 execution row, minus `category` (REST names it beside the list).
+# docs/bybit-v5.md §3.6 execution row, minus `category` (REST names it beside the list).
 REST_EXECUTION_FIELDS = {
     "symbol", "closedSize", "execFee", "execId", "execPrice", "execQty", "execType",
     "execValue", "feeRate", "tradeIv", "markIv", "blockTradeId", "markPrice", "indexPrice",

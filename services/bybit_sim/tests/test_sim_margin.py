@@ -1,4 +1,4 @@
-"""Tier maths against the product brief's worked examples."""
+"""Tier maths against the worked examples of docs/product.md."""
 
 from __future__ import annotations
 

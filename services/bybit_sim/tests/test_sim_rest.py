@@ -278,6 +278,38 @@ async def test_query_api_names_the_account_uid_and_master(
     assert sub.body["result"]["parentUid"] == str(main.body["result"]["userID"])
 
 
+async def test_query_api_reports_the_scenario_key_permissions_whitelist_and_expiry(
+    start_sim: StartSim, kit: Any
+) -> None:
+    # START_MS is 2025-06-15T15:06:40Z; the key expires 10 days and a few hours later
+    accounts = """
+  - name: trader
+    api_key: sim-trader-key
+    api_secret: sim-trader-secret
+    wallet_balance: 1000
+    key:
+      read_only: false
+      permissions: {ContractTrade: [Order, Position], Wallet: [AccountTransfer, Withdraw]}
+      ips: [203.0.113.7]
+      expires_at: 2025-06-26T00:00:00Z
+"""
+    sim = await start_sim(kit.scenario_yaml(accounts=accounts))
+
+    default = (await sim.get_private("/v5/user/query-api", "")).body["result"]
+    trader = (
+        await sim.get_private(
+            "/v5/user/query-api", "", key="sim-trader-key", secret="sim-trader-secret"
+        )
+    ).body["result"]
+
+    assert (default["readOnly"], default["ips"], default["expiredAt"]) == (1, ["*"], "")
+    assert default["deadlineDay"] == -1
+    assert default["permissions"] == {"ContractTrade": ["Order", "Position"]}
+    assert (trader["readOnly"], trader["ips"]) == (0, ["203.0.113.7"])
+    assert trader["permissions"]["Wallet"] == ["AccountTransfer", "Withdraw"]
+    assert (trader["expiredAt"], trader["deadlineDay"]) == ("2025-06-26T00:00:00Z", 10)
+
+
 async def test_ground_truth_reports_bybit_rows_and_risk_per_account(
     start_sim: StartSim, drift_scenario: Scenario
 ) -> None:

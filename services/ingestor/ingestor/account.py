@@ -58,7 +58,8 @@ from riskwatch_common.topics import ACCOUNT_EVENTS
 log = logging.getLogger(__name__)
 
 # Categorised topics in one request and the wallet (which has no categorised form) in a
-# second: Bybit refuses all-in-one and categorised topics mixed in one request (§3.3).
+# second: Bybit refuses all-in-one and categorised topics mixed in one request
+# (docs/bybit-v5.md §3.3; the § numbers below are that file's).
 PRIVATE_SUBSCRIPTIONS: tuple[tuple[str, ...], ...] = (
     ("position.linear", "order.linear", "execution.linear"),
     ("wallet",),

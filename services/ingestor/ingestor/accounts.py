@@ -63,7 +63,7 @@ KNOWN_ENDPOINTS: dict[Environment, Endpoints] = {
         ws_public_url="wss://stream-testnet.bybit.com/v5/public/linear",
         market_rest_url="https://api-testnet.bybit.com",
     ),
-    # bybit-v5.md §3.1: stream-demo serves private streams only; public data is mainnet's.
+    # docs/bybit-v5.md §3.1: stream-demo serves private streams only; public data is mainnet's.
     Environment.DEMO: Endpoints(
         rest_url="https://api-demo.bybit.com",
         ws_private_url="wss://stream-demo.bybit.com/v5/private",
@@ -102,6 +102,9 @@ class GroupConfig:
     accounts: tuple[AccountConfig, ...]
     # One public connection serves the whole group, so its accounts share one market source.
     market: Endpoints
+    # Groups of the file (this one included) that leave through the same egress IP, and so
+    # share Bybit's per-IP limits (top-level ``egress:``; groups not named there share one).
+    egress_peers: int = 1
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -145,9 +148,9 @@ def load_group(path: Path, group: str, *, env: Mapping[str, str] | None = None) 
     problems = _Problems(path)
     if not isinstance(doc, dict):
         raise ConfigError(f"accounts file {path}: must be a mapping with an 'accounts' list")
-    unknown_top = set(doc) - {"simulator", "accounts"}
+    unknown_top = set(doc) - {"simulator", "accounts", "egress"}
     for key in sorted(unknown_top):
-        problems.add("file", key, "is not a known top-level key (simulator, accounts)")
+        problems.add("file", key, "is not a known top-level key (simulator, accounts, egress)")
     sim_urls = _simulator_defaults(doc.get("simulator"), problems)
     raw_accounts = doc.get("accounts")
     if not isinstance(raw_accounts, list) or not raw_accounts:
@@ -169,6 +172,7 @@ def load_group(path: Path, group: str, *, env: Mapping[str, str] | None = None) 
             continue
         seen[item.name] = i
         parsed.append(item)
+    egress = _egress(doc.get("egress"), {p.group for p in parsed}, problems)
     problems.raise_if_any()
     members = [p for p in parsed if p.group == group]
     if not members:
@@ -195,7 +199,32 @@ def load_group(path: Path, group: str, *, env: Mapping[str, str] | None = None) 
                 f"already uses {market.ws_public_url}: one group needs one market-data source",
             )
     problems.raise_if_any()
-    return GroupConfig(name=group, accounts=tuple(accounts), market=market)
+    mine = egress.get(group, _SHARED_EGRESS)
+    peers = sum(egress.get(g, _SHARED_EGRESS) == mine for g in {p.group for p in parsed})
+    return GroupConfig(name=group, accounts=tuple(accounts), market=market, egress_peers=peers)
+
+
+_SHARED_EGRESS = "\x00shared"  # the egress of every group the file does not name
+
+
+def _egress(raw: Any, groups: set[str], problems: _Problems) -> dict[str, str]:
+    """``egress: {group: label}``: groups with one label leave through one IP."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.add("file", "egress", "must map group names to an egress label")
+        return {}
+    out = {}
+    for name, label in raw.items():
+        if str(name) not in groups:
+            problems.add(
+                "egress", str(name), f"is not a group of this file ({', '.join(sorted(groups))})"
+            )
+        elif not isinstance(label, str) or not label:
+            problems.add("egress", str(name), "must be a non-empty label, e.g. nat-eu-1")
+        else:
+            out[str(name)] = label
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,12 @@ from aiohttp import web
 from ingestor import metrics
 from ingestor.account import AccountStream, Deps, StatusBoard
 from ingestor.accounts import GroupConfig, load_group
-from ingestor.bybit.ratelimit import SlidingWindowLimiter
+from ingestor.bybit.ratelimit import (
+    REST_REQUESTS_PER_IP_5S,
+    WS_CONNECTS_PER_IP_5MIN,
+    SlidingWindowLimiter,
+    ip_share,
+)
 from ingestor.bybit.rest import BybitRest
 from ingestor.market import MarketData
 from ingestor.publisher import Observer, Publisher
@@ -37,6 +42,23 @@ SERVICE = "ingestor"
 _TOPICS = (ACCOUNT_EVENTS, MARK_PRICES, RISK_LIMITS)
 _SHUTDOWN_DRAIN_S = 10.0
 _REST_CONNECTIONS = 64
+
+
+def ip_budgets(settings: IngestorSettings, group: GroupConfig) -> tuple[int, int]:
+    """REST requests per ``rest_ip_window_s`` and new WebSockets per ``ws_connect_window_s``.
+
+    The settings' values when set; otherwise this group's share of what one egress IP may
+    spend, divided among the groups of the accounts file that share the IP, so adding a
+    group lowers every group's budget by itself.
+    """
+    peers = group.egress_peers
+    rest = settings.rest_ip_requests or ip_share(
+        int(REST_REQUESTS_PER_IP_5S * settings.rest_ip_window_s / 5.0), peers
+    )
+    ws = settings.ws_connects_per_window or ip_share(
+        int(WS_CONNECTS_PER_IP_5MIN * settings.ws_connect_window_s / 300.0), peers
+    )
+    return rest, ws
 
 
 class Ingestor:
@@ -79,8 +101,9 @@ class Ingestor:
             monotonic=monotonic,
             observer=observer,
         )
+        self.rest_ip_budget, self.ws_connect_budget = ip_budgets(settings, self.group)
         self._ip_limiter = SlidingWindowLimiter(
-            settings.rest_ip_requests, settings.rest_ip_window_s, monotonic=monotonic
+            self.rest_ip_budget, settings.rest_ip_window_s, monotonic=monotonic
         )
         self._ws_limiters: dict[str, SlidingWindowLimiter] = {}
         self.streams: list[AccountStream] = []
@@ -89,12 +112,12 @@ class Ingestor:
         self.started = asyncio.Event()
 
     def _ws_limiter(self, url: str) -> SlidingWindowLimiter:
-        # Bybit counts new connections per WebSocket domain (§3.9).
+        # Bybit counts new connections per WebSocket domain (docs/bybit-v5.md §3.9).
         host = urlsplit(url).netloc
         limiter = self._ws_limiters.get(host)
         if limiter is None:
             limiter = self._ws_limiters[host] = SlidingWindowLimiter(
-                self.settings.ws_connects_per_window,
+                self.ws_connect_budget,
                 self.settings.ws_connect_window_s,
                 monotonic=self._mono,
             )
@@ -166,7 +189,14 @@ class Ingestor:
             tasks += [asyncio.ensure_future(st.run()) for st in self.streams]
             log.info(
                 "ingestor started",
-                extra={"group": self.group.name, "accounts": len(self.streams)},
+                extra={
+                    "group": self.group.name,
+                    "accounts": len(self.streams),
+                    # what this process may spend of the egress IP's Bybit limits
+                    "rest_ip_budget": self.rest_ip_budget,
+                    "ws_connect_budget": self.ws_connect_budget,
+                    "groups_sharing_egress": self.group.egress_peers,
+                },
             )
             self.started.set()
             done, _ = await asyncio.wait(

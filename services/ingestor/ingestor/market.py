@@ -1,7 +1,7 @@
 """Market data for a group: mark prices from one public link, and risk-limit tier tables.
 
-The ticker topic pushes every 100 ms per symbol (bybit-v5.md §3.5); the embedded broker
-slows down as topics fill (streaming-and-channels.md §0.1), so ticks are coalesced to at
+The ticker topic pushes every 100 ms per symbol (docs/bybit-v5.md §3.5); the embedded broker
+slows down as topics fill (README.md, "Development"), so ticks are coalesced to at
 most one MarkPriceUpdated per symbol per interval before Kafka, the latest price winning.
 """
 

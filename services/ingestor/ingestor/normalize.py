@@ -1,7 +1,7 @@
 """Bybit v5 frames and REST rows to riskwatch contract events. Pure: no I/O, no clock.
 
 Numbers are parsed to Decimal from Bybit's strings, ``""`` meaning "not applicable"
-(bybit-v5.md §2). The exchange time of each row goes to ``occurred_at``; ``produced_at`` is
+(docs/bybit-v5.md §2). The exchange time of each row goes to ``occurred_at``; ``produced_at`` is
 handed in by the caller. ``event_id`` is derived from the row's identity so the same state
 change seen twice (stream and resync, a redelivered frame) has the same id downstream.
 """
@@ -162,7 +162,7 @@ def position_event(row: Mapping[str, Any], meta: Meta) -> PositionUpdated:
         side = None
     liq = r.get("liqPrice")
     mark = r.get("markPrice")
-    # the docs' REST example spells it mmrSysUpdateTime (bybit-v5.md §2.1)
+    # the docs' REST example spells it mmrSysUpdateTime (docs/bybit-v5.md §2.1)
     mmr_sys = r.get("mmrSysUpdatedTime") or r.get("mmrSysUpdateTime")
     lev_sys = r.get("leverageSysUpdatedTime")
     event = PositionUpdated(

@@ -17,7 +17,7 @@ class IngestorSettings(ServiceSettings):
     group: str = Field(min_length=1, description="The account group this process serves.")
     http_port: int = Field(default=8081, ge=0, le=65535)
 
-    # Bybit's wallet stream does not push on price moves (bybit-v5.md §3.5), so the wallet
+    # Bybit's wallet stream does not push on price moves (docs/bybit-v5.md §3.5), so the wallet
     # is also polled; 10 s keeps 500 accounts inside the per-IP budget below.
     wallet_refresh_s: float = Field(default=10.0, gt=0)
     # A full in-place resync (positions, orders, wallet) as a drift check; 0 turns it off.
@@ -36,19 +36,21 @@ class IngestorSettings(ServiceSettings):
     rest_timeout_s: float = Field(default=10.0, gt=0)
     recv_window_ms: int = Field(default=5000, ge=1000, le=60000)
     # Bybit allows 600 requests per 5 s per IP for all accounts together; a breach bans the
-    # IP for 10 minutes, so the shared bucket keeps headroom.
-    rest_ip_requests: int = Field(default=500, ge=1)
+    # IP for 10 minutes, so the shared bucket keeps headroom. Unset: 500 per 5 s divided among
+    # the groups of the accounts file that share this group's egress IP.
+    rest_ip_requests: int | None = Field(default=None, ge=1)
     rest_ip_window_s: float = Field(default=5.0, gt=0)
     rest_ip_ban_s: float = Field(
         default=600.0,
         ge=1,
         description=(
             "After an HTTP 403 (Bybit's IP ban) no REST call of the process goes out for this"
-            " long; Bybit lifts the ban after at least 10 minutes (bybit-v5.md §1.5)."
+            " long; Bybit lifts the ban after at least 10 minutes (docs/bybit-v5.md §1.5)."
         ),
     )
-    # Bybit allows 500 new WebSocket connections per 5 minutes per domain.
-    ws_connects_per_window: int = Field(default=450, ge=1)
+    # Bybit allows 500 new WebSocket connections per 5 minutes per domain. Unset: 450 per
+    # 5 minutes divided like the REST budget.
+    ws_connects_per_window: int | None = Field(default=None, ge=1)
     ws_connect_window_s: float = Field(default=300.0, gt=0)
 
     execution_backfill_on_start_s: float = Field(

@@ -1,6 +1,6 @@
 """What the ingestor knows of each account and of market data: pure merge and dedupe rules.
 
-No I/O and no clock. The account rules (bybit-v5.md §3.7, §3.8):
+No I/O and no clock. The account rules (docs/bybit-v5.md §3.7, §3.8):
 
 - positions: keep the last ``(seq, updatedTime)`` per (symbol, positionIdx); a row with a
   lower seq, or the same seq and an older updatedTime, is stale; the same pair again is a
@@ -175,7 +175,7 @@ class AccountState:
         last_terminal = last.order_status in TERMINAL_STATUSES
         same_state = ev.order_status == last.order_status and ev.cum_exec_qty == last.cum_exec_qty
         if last_terminal and same_state:
-            return Verdict.DUPLICATE  # includes Bybit's second "Filled" (§3.5)
+            return Verdict.DUPLICATE  # includes Bybit's second "Filled" (docs/bybit-v5.md §3.5)
         if ev.updated_at < last.updated_at:
             return Verdict.STALE
         if ev.updated_at == last.updated_at:

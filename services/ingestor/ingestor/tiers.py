@@ -1,8 +1,8 @@
 """Risk-limit tier tables: unit detection and the maintenance-margin deduction check.
 
 Bybit has published the same rates both as fractions (0.005) and as percent (0.5), and the
-deduction it prints may drift from the formula; neither is trusted blindly (bybit-v5.md
-§2.4, §4.1, §6.5).
+deduction it prints may drift from the formula; neither is trusted blindly (docs/bybit-v5.md
+docs/bybit-v5.md §2.4, §4.1, §6.5).
 """
 
 from __future__ import annotations

@@ -202,3 +202,32 @@ def test_shipped_example_config_is_valid(tmp_path: Path) -> None:
     # the prod group reads mounted files that do not exist here; the error names them
     with pytest.raises(ConfigError, match=r"account 'main'.*api_key_file.*/run/secrets"):
         load_group(CONFIG / "accounts.example.yaml", "prod", env=env)
+
+
+def test_groups_sharing_an_egress_ip_split_bybits_per_ip_budgets(tmp_path: Path) -> None:
+    from ingestor.app import ip_budgets
+    from ingestor.settings import IngestorSettings
+
+    body = (
+        "accounts:\n"
+        + account("a1", group="a")
+        + account("b1", group="b")
+        + account("c1", group="c")
+    )
+    path = write(tmp_path, body + "egress:\n  c: nat-eu-2\n")
+    settings = IngestorSettings(accounts_file=path, group="a", kafka={"bootstrap_servers": "k:1"})
+
+    a, c = load_group(path, "a", env=ENV), load_group(path, "c", env=ENV)
+
+    assert (a.egress_peers, c.egress_peers) == (2, 1)
+    assert ip_budgets(settings, a) == (250, 225)  # a and b share 500 REST / 450 connects
+    assert ip_budgets(settings, c) == (500, 450)  # c leaves through its own IP
+    explicit = settings.model_copy(update={"rest_ip_requests": 100, "ws_connects_per_window": 50})
+    assert ip_budgets(explicit, a) == (100, 50)
+
+
+def test_egress_naming_an_unknown_group_is_an_error_naming_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "accounts:\n" + account(group="a") + "egress:\n  typo: nat-1\n")
+
+    with pytest.raises(ConfigError, match=r"egress.*typo.*is not a group of this file \(a\)"):
+        load_group(path, "a", env=ENV)

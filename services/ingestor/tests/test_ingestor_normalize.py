@@ -1,4 +1,4 @@
-"""Normalization of the bybit-v5.md example frames (recorded in tests/frames) to contract events."""
+"""Normalization of the docs/bybit-v5.md example frames (tests/frames) to contract events."""
 
 from __future__ import annotations
 

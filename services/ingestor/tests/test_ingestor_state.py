@@ -80,7 +80,7 @@ def test_position_with_same_seq_needs_newer_updated_time() -> None:
 
     assert st.apply_position(pos(10, T0 - 1, size="3")) is Verdict.STALE
     assert st.apply_position(pos(10, T0)) is Verdict.DUPLICATE
-    # a settings change carries the seq of the last trade with a newer time (§3.8)
+    # a settings change carries the seq of the last trade with a newer time (docs/bybit-v5.md §3.8)
     assert st.apply_position(pos(10, T0 + 1, size="1")) is Verdict.ACCEPTED
 
 

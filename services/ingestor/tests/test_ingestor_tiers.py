@@ -13,7 +13,7 @@ from ingestor import tiers
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
-# The capture in bybit-v5.md §2.4 (fractions), consistent with the §4.1 formula.
+# The capture in docs/bybit-v5.md §2.4 (fractions), consistent with the §4.1 formula.
 CAPTURED = [
     {"id": 1, "symbol": "BTCUSDT", "riskLimitValue": "300000", "maintenanceMargin": "0.0033",
      "initialMargin": "0.0066", "isLowestRisk": 1, "maxLeverage": "150.00", "mmDeduction": ""},

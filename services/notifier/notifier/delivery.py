@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from notifier import metrics
@@ -134,6 +135,12 @@ class ChannelWorker:
             if attempt.result == Result.DELIVERED:
                 self._on_delivered(self.name, n, attempt.ref)
                 metrics.NOTIFICATIONS.labels(self.name, kind, "delivered").inc()
+                if n.kind is NotificationKind.ALERT:
+                    # wall clock, not monotonic: occurred_at comes from another process
+                    since = datetime.fromisoformat(n.record["occurred_at"])
+                    metrics.ALERT_TO_DELIVERY_SECONDS.labels(self.name).observe(
+                        max((utc_now() - since).total_seconds(), 0.0)
+                    )
                 return Outcome(self.name, n, True, number)
             if attempt.result == Result.FAILED or number == self.policy.max_attempts:
                 break

@@ -20,6 +20,12 @@ DELIVERY_SECONDS = metrics.histogram(
     ["channel"],
     buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+ALERT_TO_DELIVERY_SECONDS = metrics.histogram(
+    "notifier_alert_to_delivery_seconds",
+    "From the alert's transition (its occurred_at) to the channel accepting it",
+    ["channel"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 QUEUE_DEPTH = metrics.gauge(
     "notifier_queue_depth", "Notifications waiting for a channel", ["channel"]
 )

@@ -1,4 +1,4 @@
-"""Slack incoming-webhook adapter (streaming doc §6).
+"""Slack incoming-webhook adapter (https://api.slack.com/messaging/webhooks).
 
 Only HTTP 200 with body ``ok`` is success. 429 waits ``Retry-After``; 5xx is retried; other
 statuses (400 invalid_payload, 403 action_prohibited, 404 channel_not_found, 410

@@ -1,4 +1,4 @@
-"""Telegram Bot API adapter: ``POST {base}/bot<token>/sendMessage`` (streaming doc §5).
+"""Telegram Bot API adapter: ``POST {base}/bot<token>/sendMessage`` (https://core.telegram.org/bots/api#sendmessage).
 
 The request URL contains the bot token, so no URL and no aiohttp exception text is ever
 logged or returned: errors carry the HTTP status, Telegram's ``description`` (which never

@@ -1,5 +1,4 @@
-"""Fake Telegram Bot API and Slack webhook servers on loopback (``riskwatch_common.fakes``),
-plus event builders."""
+"""The fake Telegram and Slack servers (riskwatch_common.fakes) as fixtures, plus event builders."""
 
 from __future__ import annotations
 
@@ -29,17 +28,22 @@ from riskwatch_common.contracts import (
     derived_event_id,
     new_event_id,
 )
-from riskwatch_common.fakes import FakeSlack, FakeTelegram, telegram_accepts
+from riskwatch_common.fakes import (
+    TELEGRAM_CHAT_ID,
+    TELEGRAM_TOKEN,
+    FakeSlack,
+    FakeTelegram,
+    telegram_accepts,
+)
 from riskwatch_common.settings import KafkaSettings
 
-TOKEN = "7012345678:AAF3kq9ZrXw_fakeButRealLooking-Token42"
-CHAT_ID = "-1001234567890"
+CHAT_ID = TELEGRAM_CHAT_ID
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
 async def telegram() -> AsyncIterator[FakeTelegram]:
-    fake = FakeTelegram(TOKEN)
+    fake = FakeTelegram(TELEGRAM_TOKEN)
     await fake.start()
     try:
         yield fake

@@ -729,6 +729,7 @@ class RiskProcessor:
                 continue
             self._eval_seconds.observe(time.perf_counter() - started)
             self._exposures[w.account] = result.exposure
+            metrics.record_exposure(result.exposure, now.timestamp())
             self._fingerprints[w.account] = fingerprint
             for symbol in symbols:
                 self._holders.setdefault(symbol, set()).add(w.account)

@@ -1,7 +1,7 @@
 """Risk configuration: thresholds per account, group and portfolio; account profiles.
 
 The file (YAML or JSON, ``RISK_PROCESSOR_THRESHOLDS_FILE``) is optional; without it every
-account uses the product brief's defaults. Precedence, later wins: the brief's defaults,
+account uses the defaults of docs/product.md. Precedence, later wins: those defaults,
 the file's ``thresholds``, ``RISK_PROCESSOR_NET_EXPOSURE_LIMIT_USD``, the account's group,
 the account itself. The portfolio uses the base plus the file's ``portfolio`` section.
 
@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from risk_processor.engine import (
     DEFAULT_ALERT_POLICY,
@@ -182,13 +184,6 @@ def load_config(path: Path | None, *, net_exposure_limit_usd: Decimal | None = N
         except ValueError as exc:
             raise ConfigError(f"thresholds file {path}: not valid JSON ({exc})") from None
         return parse_config(doc, net_exposure_limit_usd=net_exposure_limit_usd)
-    try:
-        # PyYAML is not (yet) a declared dependency of this package: JSON always works.
-        import yaml
-    except ImportError:
-        raise ConfigError(
-            f"thresholds file {path}: YAML needs PyYAML installed; use a .json file"
-        ) from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

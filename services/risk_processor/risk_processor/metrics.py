@@ -1,4 +1,8 @@
-"""Prometheus metrics of the risk processor (prefix ``risk_processor_``)."""
+"""Prometheus metrics of the risk processor (prefix ``risk_processor_``).
+
+The ``account_*`` gauges carry an ``account`` label: the number of accounts is bounded by the
+deployment, and "which account" is what the dashboard's risk panels are for.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from risk_processor.engine import AccountExposure
 from riskwatch_common import metrics as m
 
 _EVAL_BUCKETS = (0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05)
@@ -28,6 +33,29 @@ class Metrics:
     evaluation_failures: Counter
     accounts: Gauge
     input_lag_seconds: Histogram
+    account_net_exposure: Gauge
+    account_gross_exposure: Gauge
+    account_mm_rate: Gauge
+    account_liquidation_distance: Gauge
+    account_risk_level: Gauge
+    last_evaluation: Gauge
+
+    def record_exposure(self, exposure: AccountExposure, at_s: float) -> None:
+        """The dashboard's view of one account after an evaluation at ``at_s`` (epoch s)."""
+        account = exposure.profile.account
+        self.account_net_exposure.labels(account).set(float(exposure.net))
+        self.account_gross_exposure.labels(account).set(float(exposure.gross))
+        rate = exposure.margin_ratio
+        # NaN, not 0: "unknown" must not draw as "no margin used"
+        self.account_mm_rate.labels(account).set(float(rate) if rate is not None else float("nan"))
+        distances = [
+            p.liq_distance_pct for p in exposure.positions if p.liq_distance_pct is not None
+        ]
+        self.account_liquidation_distance.labels(account).set(
+            float(min(distances)) if distances else float("nan")
+        )
+        self.account_risk_level.labels(account).set(int(exposure.risk_level))
+        self.last_evaluation.set(at_s)
 
 
 def build() -> Metrics:
@@ -92,5 +120,32 @@ def build() -> Metrics:
             f"{p}_input_lag_seconds",
             "Age (now - produced_at) of the newest account event when its batch is handled",
             [],
+        ),
+        account_net_exposure=m.gauge(
+            f"{p}_account_net_exposure_usd",
+            "Net exposure (long - short) of an account",
+            ["account"],
+        ),
+        account_gross_exposure=m.gauge(
+            f"{p}_account_gross_exposure_usd",
+            "Gross exposure (long + short) of an account",
+            ["account"],
+        ),
+        account_mm_rate=m.gauge(
+            f"{p}_account_mm_rate",
+            "Account maintenance-margin rate (fraction; NaN when unknown, e.g. isolated margin)",
+            ["account"],
+        ),
+        account_liquidation_distance=m.gauge(
+            f"{p}_account_liquidation_distance_percent",
+            "Closest position's distance from mark to liquidation price, percent (NaN: none)",
+            ["account"],
+        ),
+        account_risk_level=m.gauge(
+            f"{p}_account_risk_level", "Account risk level: 1 low, 2 medium, 3 high", ["account"]
+        ),
+        last_evaluation=m.gauge(
+            f"{p}_last_evaluation_timestamp_seconds",
+            "When an account was last evaluated (epoch seconds); the staleness rule reads it",
         ),
     )

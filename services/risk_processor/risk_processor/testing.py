@@ -153,7 +153,7 @@ BRIEF_BTC_TIERS: tuple[TierRow, ...] = (
     (2, 2_600_000, "0.0056", "0.0111", 90, 600),
     (3, 3_200_000, "0.0062", "0.0125", 80, 2160),
 )
-"""The product brief's illustrative BTCUSDT table (deductions per its formula)."""
+"""The illustrative BTCUSDT table of docs/product.md (deductions per its formula)."""
 
 
 def tier_table(symbol: str, rows: Sequence[TierRow], *, at: datetime = T0) -> RiskLimitTableUpdated:

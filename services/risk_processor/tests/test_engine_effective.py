@@ -1,4 +1,4 @@
-"""Effective position value and order checks: the brief's worked examples and properties."""
+"""Effective position value and order checks: docs/product.md's worked examples, properties."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def position(
     return Position(account, symbol, 0, side, D(size), D(entry), D(lev), **kw)  # type: ignore[arg-type]
 
 
-# The brief's sample portfolio, with marks that reproduce the noted unrealized PnL.
+# The sample portfolio of docs/product.md, with marks that reproduce the noted unrealized PnL.
 MARKS = {"BTCUSDT": D(70000), "ETHUSDT": D(3520), "SOLUSDT": D("176.5"), "BNBUSDT": D(584)}
 MAIN = [
     position("main", "BTCUSDT", BUY, "0.5", "67500", "10"),

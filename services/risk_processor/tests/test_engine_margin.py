@@ -1,4 +1,4 @@
-"""Margin, PnL, account MM rate and liquidation (bybit-v5 §4.1, §4.3, §4.4)."""
+"""Margin, PnL, account MM rate and liquidation (docs/bybit-v5.md §4.1, §4.3, §4.4)."""
 
 from __future__ import annotations
 

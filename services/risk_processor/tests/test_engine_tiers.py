@@ -1,4 +1,4 @@
-"""Tier tables: loading Bybit rows, units, deductions, lookups (product brief, bybit-v5 §2.4/§4)."""
+"""Tier tables: loading Bybit rows, units, deductions, lookups (docs/product.md, §2.4/§4)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ D = Decimal
 # Property tests check results, not speed; a busy shared machine must not fail them.
 no_deadline = settings(deadline=None)
 
-# The brief's illustrative BTCUSDT table, under which the 90x example holds exactly.
+# The illustrative BTCUSDT table of docs/product.md, under which the 90x example holds exactly.
 BRIEF_ROWS = [
     {"id": 1, "riskLimitValue": "1000000", "maintenanceMargin": "0.0050",
      "initialMargin": "0.0100", "maxLeverage": "100", "mmDeduction": ""},
@@ -37,8 +37,8 @@ BRIEF_ROWS = [
      "initialMargin": "0.0125", "maxLeverage": "80", "mmDeduction": "2160"},
 ]  # fmt: skip
 
-# The captured linear rows quoted in bybit-v5 §2.4 (api-testnet 2026-09), plus the 2.6M tier
-# of the older capture, whose deductions §4.1 works through.
+# The captured linear rows quoted in docs/bybit-v5.md §2.4 (api-testnet 2026-09), plus the 2.6M tier
+# of the older capture, whose deductions docs/bybit-v5.md §4.1 works through.
 CAPTURED_ROWS = [
     {"id": 1, "symbol": "BTCUSDT", "riskLimitValue": "300000", "maintenanceMargin": "0.0033",
      "initialMargin": "0.0066", "isLowestRisk": 1, "maxLeverage": "150.00", "mmDeduction": ""},

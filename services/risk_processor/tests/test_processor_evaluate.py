@@ -181,7 +181,6 @@ def test_bad_thresholds_stop_startup_naming_the_problem(doc: object, problem: st
 
 
 def test_yaml_thresholds_file(tmp_path: Path) -> None:
-    pytest.importorskip("yaml")
     path = tmp_path / "thresholds.yaml"
     path.write_text("accounts:\n  main:\n    margin_mode: isolated\n")
     assert load_config(path).setup("main").margin_mode.value == "isolated"
@@ -229,7 +228,7 @@ def test_grace_period_keeps_the_old_table_until_the_risk_is_reduced() -> None:
     [change] = [a for a in during.alerts if a.rule == "platform_risk_change"]
     assert change.severity.value == "HIGH"
     assert "BTCUSDT" in during.risk.pending
-    # Old table still applies in the grace period: tier 2 of the brief's table.
+    # Old table still applies in the grace period: tier 2 of the table in docs/product.md.
     [pe] = during.exposure.positions
     assert pe.tier is not None
     assert pe.tier.mmr == D("0.0056")
@@ -258,7 +257,7 @@ def test_grace_period_keeps_the_old_table_until_the_risk_is_reduced() -> None:
 def test_bybit_risk_id_that_differs_from_the_computed_tier_is_counted() -> None:
     table = state.apply_tiers(None, tier_table("BTCUSDT", BRIEF_BTC_TIERS))
     assert table is not None
-    # 35,000 is in tier 1 of the brief's table; Bybit says 2 (e.g. a stale risk limit).
+    # 35,000 is in tier 1 of the table in docs/product.md; Bybit says 2 (e.g. a stale risk limit).
     disagree = account("a", position("a", "BTCUSDT", Side.BUY, "0.5", 70000, 10, risk_id=2))
     agree = account("a", position("a", "BTCUSDT", Side.BUY, "0.5", 70000, 10, risk_id=1))
     assert evaluate(disagree, tiers={"BTCUSDT": table}).risk_id_mismatches == 1

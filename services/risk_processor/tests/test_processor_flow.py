@@ -1,4 +1,4 @@
-"""The processor on a real broker: the brief's sample portfolio, dead letters, the API."""
+"""The processor on a real broker: docs/product.md's sample portfolio, dead letters, the API."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from risk_processor.outputs import Cause
 from risk_processor.state import EMPTY_RISK
@@ -55,7 +56,7 @@ def latest(snapshots: list[ExposureSnapshotted]) -> dict[str, ExposureSnapshotte
 async def test_sample_portfolio_gives_exact_snapshots_and_a_portfolio_net_exposure_alert(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
-    # Hand-computed from the brief: notional = size x mark, UPL = (mark - entry) x size
+    # Hand-computed from docs/product.md: notional = size x mark, UPL = (mark - entry) x size
     # for longs, (entry - mark) x size for shorts.
     btc, eth = D("0.5") * 70000, D(5) * 3520  # 35,000 and 17,600
     sol, bnb = D(100) * D("176.5"), D(20) * 584  # 17,650 and 11,680
@@ -66,7 +67,7 @@ async def test_sample_portfolio_gives_exact_snapshots_and_a_portfolio_net_exposu
     }
     async with running(kafka, tmp_path) as proc:
         await publish(kafka, MARKS)
-        # Marks first, so every account is evaluated at the brief's marks.
+        # Marks first, so every account is evaluated at the marks of docs/product.md.
         await wait_until(lambda: proc.marks.get("BNBUSDT") is not None, message="marks stored")
         await publish(kafka, SAMPLE)
 
@@ -156,6 +157,17 @@ async def test_sample_portfolio_gives_exact_snapshots_and_a_portfolio_net_exposu
             assert body["count"] == len(everything)
             async with http.get(f"{base}/readyz") as r:
                 assert r.status == 200
+            # the dashboard's per-account gauges say the same as the snapshots
+            async with http.get(f"{base}/metrics") as r:
+                scraped = {
+                    (sample.name, sample.labels.get("account")): sample.value
+                    for family in text_string_to_metric_families(await r.text())
+                    for sample in family.samples
+                }
+        assert scraped["risk_processor_account_net_exposure_usd", "sub_trading"] == -17650
+        assert scraped["risk_processor_account_gross_exposure_usd", "main"] == float(btc + eth)
+        assert scraped["risk_processor_account_risk_level", "main"] in (1, 2, 3)
+        assert scraped["risk_processor_last_evaluation_timestamp_seconds", None] > 0
 
 
 async def _alerts_with(kafka: KafkaSettings, account: str, rule: str) -> list[RiskAlertChanged]:

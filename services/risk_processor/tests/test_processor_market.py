@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 D = Decimal
 
 # BTCUSDT tightened: every tier's MMR at least doubles and max leverage drops. Deductions
-# follow the brief's formula: 500,000 x (0.02 - 0.01) = 5,000; 1,000,000 x 0.02 + 5,000.
+# follow the formula in docs/product.md: 500,000 x (0.02 - 0.01) = 5,000; 1,000,000 x 0.02 + 5,000.
 TIGHTER_BTC = (
     (1, 500_000, "0.01", "0.02", 50, 0),
     (2, 1_000_000, "0.02", "0.04", 25, 5_000),

@@ -1,4 +1,5 @@
-"""``riskwatch``: developer commands (local broker, schemas, topic registry, demo)."""
+"""``riskwatch``: commands for developers (broker, schemas, topics, demo) and for going live
+(init, doctor)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
+from riskwatch_cli import init, monitoring
 from riskwatch_cli.demo import run_demo
+from riskwatch_cli.doctor import doctor
 from riskwatch_common.broker import BrokerError, local_broker
 from riskwatch_common.kafka import ensure_topics
 from riskwatch_common.logs import configure_logging
@@ -94,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     t.set_defaults(func=_topics)
     d = sub.add_parser("demo", help="run broker, simulator and all services (DEMO_SECONDS=N)")
     d.set_defaults(func=lambda _: run_demo())
+    init.add_parser(sub)
+    mon = sub.add_parser("monitoring", help="write the PrometheusRule from the rules file")
+    mon.add_argument("--check", action="store_true", help="fail if it is out of date")
+    mon.set_defaults(func=lambda a: monitoring.run(a.check))
+    doc = sub.add_parser("doctor", help="check Bybit keys, Telegram, Slack, the LLM and Kafka")
+    doc.add_argument("--env-file", type=Path, help="fills variables the environment lacks")
+    doc.add_argument("--accounts", type=Path, help="accounts file (else INGESTOR_ACCOUNTS_FILE)")
+    doc.set_defaults(func=lambda a: doctor(a.env_file, a.accounts))
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -1,8 +1,9 @@
-"""Local fakes of the chat services the notifier talks to, speaking their real HTTP protocol.
+"""Local fakes of the outside HTTP systems, speaking their real protocol.
 
-The Telegram Bot API (``POST /bot<token>/sendMessage``) and a Slack incoming webhook, each
-a real aiohttp server on loopback: the notifier's tests and ``bench/e2e.py`` send to them
-over real HTTP. A test queues replies (errors, rate limits, a hung request) to script what
+The Telegram Bot API (``sendMessage``, ``getChat``), a Slack incoming webhook and an
+OpenAI-compatible LLM gateway (HolySheep), each a real aiohttp server on loopback: the
+notifier's tests, ``riskwatch doctor``'s tests and ``bench/e2e.py`` talk to them over real
+HTTP. A test queues replies (errors, rate limits, a hung request) to script what
 the service answers next; every accepted message is kept, with the wall-clock time its
 request arrived (what the end-to-end benchmark measures to).
 """
@@ -18,6 +19,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+TELEGRAM_TOKEN = "7012345678:AAF3kq9ZrXw_fakeButRealLooking-Token42"
+TELEGRAM_CHAT_ID = "-1001234567890"
+HOLYSHEEP_API_KEY = "hs-test-0123456789abcdef"
 
 
 @dataclass
@@ -121,11 +126,19 @@ class Received:
 
 
 class FakeTelegram(FakeHttpServer):
-    """The Bot API's ``sendMessage``: checks the token and the HTML as Telegram does."""
+    """The Bot API's ``sendMessage`` and ``getChat``: checks the token and the HTML as
+    Telegram does; ``chats`` are the chats the bot is in."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str = TELEGRAM_TOKEN) -> None:
         super().__init__()
         self.token = token
+        self.chats: dict[str, dict[str, Any]] = {
+            TELEGRAM_CHAT_ID: {
+                "id": int(TELEGRAM_CHAT_ID),
+                "title": "riskwatch alerts",
+                "type": "supergroup",
+            }
+        }
         self.messages: list[dict[str, Any]] = []  # accepted sendMessage payloads
         self.received: list[Received] = []  # the same, with arrival times
         self.requests = 0
@@ -136,7 +149,26 @@ class FakeTelegram(FakeHttpServer):
         return f"http://127.0.0.1:{self.port}"
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/bot{token}/sendMessage", self._send)]
+        return [
+            web.post("/bot{token}/sendMessage", self._send),
+            web.post("/bot{token}/getChat", self._get_chat),
+            web.get("/bot{token}/getChat", self._get_chat),
+        ]
+
+    async def _get_chat(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if request.match_info["token"] != self.token:
+            return await self._respond(self.error(401, "Unauthorized"))
+        if request.method == "POST" and request.can_read_body:
+            chat_id = str((await request.json()).get("chat_id", ""))
+        else:
+            chat_id = request.query.get("chat_id", "")
+        if self.replies:
+            return await self._respond(self.replies.popleft())
+        chat = self.chats.get(chat_id)
+        if chat is None:
+            return await self._respond(self.error(400, "Bad Request: chat not found"))
+        return await self._respond(Reply(200, {"ok": True, "result": chat}))
 
     async def _send(self, request: web.Request) -> web.Response:
         # stamped before the body is read: the moment the request reached Telegram
@@ -201,3 +233,102 @@ class FakeSlack(FakeHttpServer):
     def fail(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
         """The next request gets this status and text."""
         self.replies.append(Reply(status, text, headers or {}))
+
+
+def completion(
+    content: str | None,
+    *,
+    prompt_tokens: int | None = 120,
+    completion_tokens: int | None = 80,
+    model: str = "deepseek-v3.2",
+    finish_reason: str = "stop",
+) -> Reply:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish_reason,
+            }
+        ],
+    }
+    if prompt_tokens is not None or completion_tokens is not None:
+        body["usage"] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": (prompt_tokens or 0) + (completion_tokens or 0),
+        }
+    return Reply(200, body)
+
+
+def good_answer(text: str = "<b>Reduce BTCUSDT</b> by 2,500 USD now.", **kw: Any) -> Reply:
+    return completion(
+        orjson.dumps({"text_html": text, "hedging_ideas": ["Short ETHUSDT perp"]}).decode(), **kw
+    )
+
+
+def gateway_error(status: int, code: str = "", headers: dict[str, str] | None = None) -> Reply:
+    return Reply(
+        status,
+        {"error": {"message": f"error {code}", "type": code, "param": None, "code": code}},
+        headers or {},
+    )
+
+
+class FakeHolySheep(FakeHttpServer):
+    """``POST /v1/chat/completions``, OpenAI's shape; ``default`` answers unscripted requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[dict[str, Any]] = []
+        self.auth_headers: list[str] = []
+        self.default = good_answer()
+        self.gate: asyncio.Event | None = None  # when set up, requests wait for it
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/chat/completions", self._chat)]
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.auth_headers.append(request.headers.get("Authorization", ""))
+        self.requests.append(await request.json())
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+        finally:
+            self.in_flight -= 1
+        reply = self.replies.popleft() if self.replies else self.default
+        if reply.hang:
+            await self._release.wait()
+        body = reply.body if isinstance(reply.body, bytes | str) else orjson.dumps(reply.body)
+        return web.Response(
+            status=reply.status,
+            body=body.encode() if isinstance(body, str) else body,
+            headers=reply.headers,
+            content_type="application/json",
+        )
+
+    @property
+    def models(self) -> list[str]:
+        return [r["model"] for r in self.requests]
+
+    # scripting: each call queues the reply to the next request
+    def answer(self, text: str = "<b>Reduce BTCUSDT</b> by 2,500 USD now.", **kw: Any) -> None:
+        self.replies.append(good_answer(text, **kw))
+
+    def content(self, content: str | None, **kw: Any) -> None:
+        self.replies.append(completion(content, **kw))
+
+    def fail(self, status: int, code: str = "", headers: dict[str, str] | None = None) -> None:
+        self.replies.append(gateway_error(status, code, headers))

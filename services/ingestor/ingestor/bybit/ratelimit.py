@@ -9,6 +9,18 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# What one egress IP may spend, with headroom under Bybit's limits (600 REST requests per 5 s,
+# a breach bans the IP for 10 minutes; 500 new WebSocket connections per 5 minutes).
+REST_REQUESTS_PER_IP_5S = 500
+WS_CONNECTS_PER_IP_5MIN = 450
+
+
+def ip_share(budget: int, peers: int) -> int:
+    """One process's part of a per-IP ``budget`` shared by ``peers`` processes."""
+    return max(1, budget // max(1, peers))
+
+
 # How often a waiter looks again when only requests still in flight fill the window.
 _IN_FLIGHT_POLL_S = 0.02
 

@@ -1,4 +1,4 @@
-"""Bybit v5 REST adapter: signed GETs, pagination, and the rate limits (bybit-v5.md §1, §2).
+"""Bybit v5 REST adapter: signed GETs, pagination, and the rate limits (docs/bybit-v5.md §1, §2).
 
 Every call first takes a slot from the process-wide per-IP limiter. Per-UID limits are
 honoured from the response headers: ``retCode 10006`` sleeps until
@@ -34,7 +34,7 @@ AUTH_RET_CODES = frozenset({10003, 10004, 10005, 10007, 10010, 33004})
 _RETRYABLE_RET_CODES = frozenset({10000, 10016, 10429})
 _UID_WINDOW_MS = 1000
 _MAX_PAGES = 100
-# Execution history (bybit-v5.md §1.5: 50 calls/s per UID) at 100 rows a page: 50,000 fills,
+# Execution history (docs/bybit-v5.md §1.5: 50 calls/s per UID) at 100 rows a page: 50,000 fills,
 # as many as a week of a busy account; beyond that a backfill keeps the newest and says so.
 _EXECUTION_MAX_PAGES = 500
 EXECUTION_PAGE_ROWS = 100
@@ -98,7 +98,7 @@ class BybitRest:
         self._recv_window_ms = recv_window_ms
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max_attempts = max_attempts
-        # bybit-v5.md §1.5: a 403 IP ban lifts after at least 10 minutes; a setting so that
+        # docs/bybit-v5.md §1.5: a 403 IP ban lifts after at least 10 minutes; a setting so that
         # tests (and a deployment that knows better) can choose.
         self._ip_ban_s = ip_ban_s
         self._now_ms = now_ms
@@ -117,7 +117,7 @@ class BybitRest:
         """GET ``path``; signed when ``account`` is given. Retries what is worth retrying.
 
         ``params`` keep their order and their values go on the wire as given: a cursor comes
-        back already URL-encoded and must be signed and sent byte for byte (§1.3).
+        back already URL-encoded and must be signed and sent byte for byte (docs/bybit-v5.md §1.3).
         """
         query = "&".join(f"{k}={v}" for k, v in params)
         url = URL(f"{base_url}{path}?{query}" if query else f"{base_url}{path}", encoded=True)

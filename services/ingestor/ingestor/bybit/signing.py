@@ -1,4 +1,4 @@
-"""Bybit v5 request signing (bybit-v5.md §1.3 REST, §3.2 WebSocket auth)."""
+"""Bybit v5 request signing (docs/bybit-v5.md §1.3 REST, §3.2 WebSocket auth)."""
 
 from __future__ import annotations
 

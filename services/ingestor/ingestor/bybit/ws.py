@@ -1,7 +1,7 @@
 """One Bybit v5 WebSocket link: connect, auth, subscribe, app-level ping, dead-link detection.
 
 Liveness is judged from pongs to our ``{"op":"ping"}`` (sent every ``ping_interval_s``,
-bybit-v5.md §3.4), not from data: a quiet private stream is normal, and a link that still
+docs/bybit-v5.md §3.4), not from data: a quiet private stream is normal, and a link that still
 delivers bytes but never answers is not trustworthy. Time the consumer spends holding a
 frame (a full publish queue) is not counted against the link, since no pong can be read
 meanwhile.
@@ -45,7 +45,7 @@ _req_ids = itertools.count(1)
 
 
 def _is_pong(frame: dict[str, Any]) -> bool:
-    # private: {"op":"pong"}; public linear: {"op":"ping","ret_msg":"pong"} (§3.4)
+    # private: {"op":"pong"}; public linear: {"op":"ping","ret_msg":"pong"} (docs/bybit-v5.md §3.4)
     return frame.get("op") == "pong" or frame.get("ret_msg") == "pong"
 
 
@@ -117,7 +117,7 @@ class WsLink:
 
     async def subscribe(self, topic_groups: Sequence[Sequence[str]], *, timeout_s: float) -> None:
         """One request per group (Bybit rejects all-in-one and categorised topics mixed in
-        one request, §3.3); waits for every ack."""
+        one request, docs/bybit-v5.md §3.3); waits for every ack."""
         for topics in topic_groups:
             await self.send_subscription("subscribe", topics)
         for _ in topic_groups:

@@ -1,6 +1,6 @@
 """Effective position value: what Bybit selects the risk-limit tier from.
 
-Rule (product brief, from Bybit's help page)::
+Rule (docs/product.md, from Bybit's help page)::
 
     effective = max(long position value + open long order value,
                     short position value + open short order value)
@@ -43,7 +43,7 @@ def _flip_value(closable: Decimal, opposite: list[tuple[Decimal, Decimal]]) -> D
     """Value of the part of ``opposite`` orders (price, qty) left after closing ``closable``.
 
     Orders are evaluated against the current position, not against each other's fills, as
-    in the brief's example 2 (a pending buy does not enlarge what a sell can close). When
+    in example 2 of docs/product.md (a pending buy does not enlarge what a sell can close). When
     several orders together exceed the position, the ones with the lowest price are taken
     to close it, so the opening remainder is valued at the highest prices. That is the
     largest value the rule allows (an upper bound, which is the safe side for a warning);

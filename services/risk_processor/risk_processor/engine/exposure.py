@@ -77,7 +77,7 @@ class PositionExposure:
     it falls in (the top tier when above it: see ``over_limit``). ``leverage_cap`` is the
     largest value the position's leverage allows, ``max_leverage_allowing`` the highest
     leverage at which the effective value is allowed. ``maintenance_margin`` is at mark
-    with the tier by that value. ``risk_score`` is notional × leverage (the brief's "size ×
+    with the tier by that value. ``risk_score`` is notional × leverage (docs/product.md's "size ×
     leverage", in USD so symbols compare; unknown leverage counts as 1). ``liq_price`` is
     Bybit's when sent, else the isolated estimate under isolated margin. ``table`` is the
     tier table the figures came from.

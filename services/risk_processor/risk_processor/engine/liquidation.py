@@ -1,4 +1,4 @@
-"""Liquidation price estimates and distance to liquidation (bybit-v5 §4.3, §4.4).
+"""Liquidation price estimates and distance to liquidation (docs/bybit-v5.md §4.3, §4.4).
 
 Bybit's own ``liqPrice`` includes fees and is what Bybit acts on; these estimates are for
 what-if questions (a new tier, more margin) and for rows where Bybit sent none.
@@ -53,7 +53,7 @@ def cross_liq_price_single(
 ) -> Decimal | None:
     """Cross-margin liquidation mark price when one USDT perp is the account's only risk.
 
-    Solves ``margin balance(P) = total MM(P)`` (bybit-v5 §4.4, derived by us, not Bybit's):
+    Solves ``margin balance(P) = total MM(P)`` (docs/bybit-v5.md §4.4, derived by us, not Bybit's):
     long ``P = (size × entry − wallet + other_mm − d) / (size × (1 − MMR))``,
     short ``P = (wallet + size × entry + d − other_mm) / (size × (1 + MMR))``.
     The tier is held fixed at the one given; order IM, haircut and fees are ignored.

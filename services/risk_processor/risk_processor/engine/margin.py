@@ -1,4 +1,4 @@
-"""Margin figures of USDT linear positions (bybit-v5 §4.1, §4.4).
+"""Margin figures of USDT linear positions (docs/bybit-v5.md §4.1, §4.4).
 
 - initial margin = position value / leverage (or value × tier IMR for the tier's minimum);
 - maintenance margin = position value × MMR(tier) − deduction(tier);
@@ -135,7 +135,7 @@ def account_margin(
     """Unified-account (cross) MM rate between wallet updates.
 
     Bybit pushes no wallet event when unrealized PnL moves, so the wallet's rate goes stale
-    as prices move. Approximation (bybit-v5 §4.4), documented because it is not Bybit's
+    as prices move. Approximation (docs/bybit-v5.md §4.4), documented because it is not Bybit's
     exact figure:
 
     - margin balance ≈ ``total_margin_balance − total_perp_upl + Σ UPL at current marks``,

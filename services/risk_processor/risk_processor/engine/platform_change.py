@@ -1,6 +1,6 @@
 """What a Bybit risk-parameter change (new tier table for a contract) does to a position.
 
-Bybit runs a trial calculation per account (product brief): if the account's risk after
+Bybit runs a trial calculation per account (docs/product.md): if the account's risk after
 the change is lower the new parameters apply at once; otherwise a 10-day grace period
 starts in which the contract takes only reduce-only orders and cancellations, after which
 the new parameters apply anyway. "Risk is lower after the change" means:

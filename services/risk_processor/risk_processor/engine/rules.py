@@ -128,7 +128,7 @@ class ClearLevels:
 
 @dataclass(slots=True, frozen=True)
 class Thresholds:
-    """Rule thresholds; defaults are the product brief's.
+    """Rule thresholds; defaults are those of docs/product.md.
 
     Shares and rates are fractions; liquidation distances are percent; USD amounts are
     USD. ``min_positions_for_bias``: direction bias and correlation need at least this

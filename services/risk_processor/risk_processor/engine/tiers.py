@@ -1,6 +1,6 @@
 """Risk-limit tier tables: loading Bybit rows and looking tiers up.
 
-Bybit's rules (product brief): the tier is the lowest one whose ``riskLimitValue`` is at
+Bybit's rules (docs/product.md): the tier is the lowest one whose ``riskLimitValue`` is at
 least the effective position value; leverage L allows at most the largest
 ``riskLimitValue`` among tiers whose ``maxLeverage`` >= L; the deduction of tier n is
 ``riskLimit(n-1) × (MMR(n) − MMR(n-1)) + deduction(n-1)``.

@@ -2,7 +2,7 @@
 
 Every amount is a ``Decimal``. Rates and shares are fractions (0.005 is 0.5 %), as Bybit
 sends them on linear risk-limit rows and wallet rates; the only percent in the engine is the
-liquidation distance, which the brief defines as a percent move. Values are frozen so that a
+liquidation distance, which docs/product.md defines as a percent move. Values are frozen so that a
 snapshot handed to the engine cannot change under it.
 """
 
