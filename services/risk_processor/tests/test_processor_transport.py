@@ -6,7 +6,12 @@ from pathlib import Path
 
 from risk_processor.app import RiskProcessor
 from risk_processor.testing import settings_for
-from risk_processor.transport import FAUST_DRAIN_FINGERPRINT, drain_fingerprint
+from risk_processor.transport import (
+    FAUST_DRAIN_FINGERPRINT,
+    FAUST_GETMANY_FINGERPRINT,
+    drain_fingerprint,
+    getmany_fingerprint,
+)
 from riskwatch_common.settings import KafkaSettings
 
 
@@ -14,6 +19,12 @@ def test_faust_delivery_loop_is_still_the_one_batch_drain_mirrors() -> None:
     # Fails after a Faust upgrade that changed Consumer._drain_messages: compare the new
     # upstream loop with transport._BatchDrainConsumer, port any fix, update the digest.
     assert drain_fingerprint() == FAUST_DRAIN_FINGERPRINT
+
+
+def test_faust_getmany_is_still_the_one_our_rewinding_getmany_mirrors() -> None:
+    # Fails after a Faust upgrade that changed Consumer.getmany: compare it with
+    # transport._TunedConsumer.getmany, port any change, update the digest.
+    assert getmany_fingerprint() == FAUST_GETMANY_FINGERPRINT
 
 
 async def test_worker_consumer_uses_the_configured_fetch_wait_not_fausts_1500_ms(
@@ -42,8 +53,10 @@ async def test_tansu_profile_settings(tmp_path: Path) -> None:
     assert conf.broker_session_timeout == 6.0
     assert conf.broker_heartbeat_interval == 1.0
     assert conf.broker_rebalance_timeout == 6.0
-    assert conf.topic_partitions == 4
+    assert conf.topic_partitions == 12
     assert conf.table_standby_replicas == 0
     assert conf.processing_guarantee.value == "at_least_once"
     assert conf.store.scheme == "memory"
     assert conf.web_enabled is False
+    custom = KafkaSettings(bootstrap_servers="127.0.0.1:9", topic_partitions=24)
+    assert RiskProcessor(settings_for(custom, tmp_path)).app.conf.topic_partitions == 24
