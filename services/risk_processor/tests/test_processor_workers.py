@@ -101,8 +101,14 @@ def _diagnosis(exc: AssertionError, alerts: list[RiskAlertChanged], ws: list[Wor
 
 
 async def test_two_workers_share_the_accounts_and_a_sigkill_and_a_rejoin_lose_and_repeat_no_alert(
-    kafka: KafkaSettings, tmp_path: Path, workers: list[Worker]
+    kafka: KafkaSettings, tmp_path: Path, workers: list[Worker], broker_kind: str
 ) -> None:
+    if broker_kind == "tansu":
+        pytest.skip(
+            "Tansu reports a partition's end as its last batch's first offset + 1; a worker "
+            "that keeps reading the GlobalTable changelogs through a rebalance is then past "
+            "that 'end', and Faust's recovery stops with ConsistencyError"
+        )
     a = Worker(kafka, tmp_path / "a", tmp_path / "a.log", instance="a")
     b = Worker(kafka, tmp_path / "b", tmp_path / "b.log", instance="b")
     workers.extend([a, b])
