@@ -43,7 +43,7 @@ from risk_processor.metrics import Metrics
 from risk_processor.metrics import build as build_metrics
 from risk_processor.outputs import Cause, account_snapshot, exposure_key, portfolio_snapshot
 from risk_processor.settings import RiskProcessorSettings
-from risk_processor.tables import TableWriter
+from risk_processor.tables import SharedTable, TableWriter
 from risk_processor.transport import (
     DELIVERY,
     FAUST_LOGGER,
@@ -62,12 +62,12 @@ from riskwatch_common.contracts import (
     RiskAlertChanged,
     WalletUpdated,
 )
-from riskwatch_common.kafka import BrokerProbe, ensure_topics
+from riskwatch_common.kafka import BrokerProbe, ensure_topics, partition_counts
 from riskwatch_common.runtime import Health, HttpServer, add_to_dump
+from riskwatch_common.settings import ConfigError
 from riskwatch_common.topics import (
     ACCOUNT_EVENTS,
     ALERTS,
-    DEFAULT_PARTITIONS,
     EXPOSURES,
     MARK_PRICES,
     RISK_LIMITS,
@@ -209,7 +209,7 @@ class RiskProcessor:
         self.published = PublishedAlerts(
             self.kafka,
             ALERTS.qualified(ns),
-            ALERTS.partitions,
+            self.kafka.topic_partitions,
             settings.alert_tail_records,
         )
         # Per-worker memory, rebuilt after a restart or rebalance (see docs/processing.md).
@@ -286,9 +286,10 @@ class RiskProcessor:
             store=s.store,
             datadir=str(s.data_dir),
             autodiscover=False,
-            # Equal to the registry's partition count, so every table is co-partitioned
-            # with the topics keyed like it (Faust defaults to 8 and would refuse).
-            topic_partitions=DEFAULT_PARTITIONS,
+            # The topics' partition count, so every table is co-partitioned with the
+            # topics keyed like it (Faust defaults to 8 and would refuse).
+            topic_partitions=k.topic_partitions,
+            GlobalTable=SharedTable,
             topic_replication_factor=k.replication_factor,
             # The leader topic is only needed for on_leader timers; we have none.
             topic_disable_leader=True,
@@ -315,6 +316,12 @@ class RiskProcessor:
     def _declare(self) -> None:
         app = self.app
         key = faust_type(Utf8Key())
+        partitions = self.kafka.topic_partitions
+        # All writes go through TableWriter with an explicit partition. A global table is
+        # written by the owner of each partition and read by every worker: Faust's
+        # multi-writer mode for it is use_partitioner, and every changelog record must
+        # apply as it arrives (tables.SharedTable).
+        shared: dict[str, Any] = {"use_partitioner": True, "recovery_buffer_size": 1}
 
         def table(
             name: str,
@@ -327,13 +334,10 @@ class RiskProcessor:
             return factory(
                 name,
                 default=None,
-                partitions=DEFAULT_PARTITIONS,
+                partitions=partitions,
                 key_type=key,
                 value_type=faust_type(JsonValue(to_json, from_json)),
-                # All writes go through TableWriter with an explicit partition. A global
-                # table is written by the owner of each partition and read by every
-                # worker: Faust's multi-writer mode for it is use_partitioner.
-                use_partitioner=glob,
+                **(shared if glob else {}),
             )
 
         self.positions = table("positions", state.positions_to_json, state.positions_from_json)
@@ -350,10 +354,10 @@ class RiskProcessor:
         self.views = app.GlobalTable(
             "views",
             default=None,
-            partitions=DEFAULT_PARTITIONS,
+            partitions=partitions,
             key_type=key,
             value_type=faust_type(RawBytes()),
-            use_partitioner=True,
+            **shared,
         )
 
         buffer = self.settings.buffer_events
@@ -368,7 +372,7 @@ class RiskProcessor:
                 topics=[self.names[s.name] for s in specs],
                 key_serializer="raw",
                 value_serializer="raw",
-                partitions=DEFAULT_PARTITIONS,
+                partitions=partitions,
                 buffer_size=buffer,
             )
             app.topics.add(channel)
@@ -441,8 +445,10 @@ class RiskProcessor:
                 *OUTPUT_TOPICS,
                 *(dead_letter_of(s) for s in INPUT_TOPICS),
                 *INTERNAL_TOPICS,
+                *self._changelogs(),
             ],
         )
+        await self._check_partitions()
         # Faust creates only the last level of its data dir (RocksDB files live there).
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.http.start()
@@ -470,6 +476,54 @@ class RiskProcessor:
             probe.cancel()
             await asyncio.gather(probe, return_exceptions=True)
             await self.http.stop()
+
+    def _changelogs(self) -> list[TopicSpec]:
+        """The tables' changelog topics, which we create rather than Faust (see run)."""
+        ns = self.kafka.topic_namespace
+        keys = {
+            "marks": KeyKind.SYMBOL,
+            "tiers": KeyKind.SYMBOL,
+            "portfolio": KeyKind.ACCOUNT_OR_PORTFOLIO,
+        }
+        return [
+            TopicSpec(
+                name=t.changelog_topic.get_topic_name().removeprefix(ns),
+                value=bytes,
+                key=keys.get(t.name, KeyKind.ACCOUNT),
+                description=f"Faust changelog of the {t.name} table.",
+                cleanup=CleanupPolicy.COMPACT,
+            )
+            for t in self.app.tables.values()
+        ]
+
+    async def _check_partitions(self) -> None:
+        """Wait until the broker's metadata lists every topic we use, and refuse to start
+        when one has another partition count than ``KAFKA_TOPIC_PARTITIONS``: an account's
+        input, tables and alerts would be read from different partitions
+        (docs/deployment.md, "Changing the partition count").
+
+        Waiting matters: a GlobalTable changelog missing from the group leader's metadata
+        makes Faust's assignor raise (KeyError in its global-table standby assignment), and
+        the worker then never gets an assignment."""
+        ns = self.kafka.topic_namespace
+        names = [*self.names.values()]
+        names += [
+            s.qualified(ns) for s in (*self._changelogs(), *map(dead_letter_of, INPUT_TOPICS))
+        ]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.kafka.connect_timeout_s
+        while len(counts := await partition_counts(self.kafka, names)) < len(names):
+            if loop.time() > deadline:
+                missing = sorted(set(names) - set(counts))
+                raise RuntimeError(f"topics not in the broker's metadata: {missing}")
+            await asyncio.sleep(0.1)
+        wanted = self.kafka.topic_partitions
+        wrong = {name: n for name, n in sorted(counts.items()) if n != wanted}
+        if wrong:
+            raise ConfigError(
+                f"KAFKA_TOPIC_PARTITIONS is {wanted} but these topics have other partition "
+                f"counts: {wrong}; see docs/deployment.md, 'Changing the partition count'"
+            )
 
     # ------------------------------------------------------------------ helpers
 

@@ -16,15 +16,24 @@ records and its table entries share a partition number, so one worker owns both,
 restarted or new owner recovers exactly its accounts. The producer is flushed by Faust
 before every offset commit, so a committed input always has its table writes on the
 broker (at-least-once; replays are recognised by the ordering keys in the values).
+
+``SharedTable`` is the GlobalTable class (marks, tiers, views): every worker reads every
+partition of its changelog, including the records it wrote itself, so a worker applies
+(1) another worker's records at once, not 1,000 at a time, and (2) its own records only
+when it has not written the key again since (see docs/processing.md, "Two or more
+workers").
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import itertools
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+from faust import GlobalTable
 from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event
 from faust.types import TP
@@ -51,6 +60,52 @@ def in_partition(topic: str, partition: int) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+WRITER_HEADER = "riskwatch-writer"
+"""Changelog header of a ``SharedTable`` record: ``<process token>:<write number>``."""
+
+
+class SharedTable(GlobalTable):
+    """A GlobalTable that several workers write, each its own keys, and all read.
+
+    Faust's GlobalTable means to apply changelog records as they come
+    (``standby_buffer_size=1``), but its assignor also makes every partition of a
+    multi-writer global table *active* on every worker, and the recovery loop buffers
+    active partitions ``recovery_buffer_size`` (1,000) records at a time, after recovery
+    too. A worker would then see another worker's writes only every 1,000 records, and
+    re-apply a stale batch of its own over newer local writes. Construct it with
+    ``recovery_buffer_size=1``; the echo filter is here.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._token = os.urandom(8).hex().encode()
+        self._writes = itertools.count(1)
+        # key -> number of this process's latest local write of it
+        self._written: dict[Any, int] = {}
+
+    def local_write_header(self, key: Any) -> tuple[str, bytes]:
+        """Note a local write of ``key``; the header its changelog record carries."""
+        n = next(self._writes)
+        self._written[key] = n
+        return WRITER_HEADER, self._token + b":%d" % n
+
+    def _stale_echo(self, event: Any) -> bool:
+        """Our own record of a key we have written again since (the newer record follows
+        in the same partition, so skipping this one changes nothing but the meantime)."""
+        for name, value in event.message.headers or ():
+            if name != WRITER_HEADER:
+                continue
+            token, _, n = bytes(value).partition(b":")
+            if token != self._token:
+                return False
+            latest = self._written.get(self._to_key(event.key))
+            return latest is not None and int(n) < latest
+        return False
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        super().apply_changelog_batch([e for e in batch if not self._stale_echo(e)])
 
 
 class TableWriter:
@@ -81,7 +136,8 @@ class TableWriter:
         else:
             table.data[key] = value
         body = bytes(codec.dumps(value))
-        fut = await self.app.producer.send(changelog, key.encode(), body, partition, None, None)
+        headers = [table.local_write_header(key)] if isinstance(table, SharedTable) else None
+        fut = await self.app.producer.send(changelog, key.encode(), body, partition, None, headers)
         # What Faust's own changelog callback does: RocksDB remembers how far its files
         # are, so a restart reads only the changelog written after that.
         if needs_event:

@@ -9,14 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from risk_processor.app import RiskProcessor
 from risk_processor.settings import RiskProcessorSettings
+from riskwatch_common.broker import free_port
 from riskwatch_common.contracts import (
     Event,
     MarkPriceUpdated,
@@ -253,3 +260,62 @@ async def running(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class Worker:
+    """``python -m risk_processor`` as a child process, configured like a deployment."""
+
+    def __init__(
+        self, kafka: KafkaSettings, data_dir: Path, log: Path, *, instance: str = "0"
+    ) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            **kafka.as_env(),
+            "RISK_PROCESSOR_HTTP_PORT": str(self.port),
+            "RISK_PROCESSOR_DATA_DIR": str(data_dir),
+            "RISK_PROCESSOR_INSTANCE": instance,
+            "LOG_FORMAT": "console",
+        }
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "risk_processor"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """``GET path`` on the worker's HTTP server: (status, body); (0, b"") if down."""
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{self.port}{path}") as r,
+            ):
+                return r.status, await r.read()
+        except aiohttp.ClientError:
+            return 0, b""
+
+    async def ready(self, timeout: float = 60) -> None:
+        async def answers() -> bool:
+            assert self.alive, self.log.read_text(errors="replace")
+            return (await self.get("/readyz"))[0] == 200
+
+        await wait_until(answers, timeout=timeout, interval=0.2, message="worker ready")
+
+    def kill(self, sig: signal.Signals) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

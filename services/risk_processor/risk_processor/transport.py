@@ -28,7 +28,16 @@ process keep stock behaviour):
    every 100 records, abandoning delivery the moment a rebalance suspends the flow) but
    races once per fetched batch. ``FAUST_DRAIN_FINGERPRINT`` pins the upstream source it
    mirrors; a test fails when a Faust upgrade changes it, so the copy is reviewed.
-4. **Producer idempotence.** Faust turns idempotence on only inside exactly-once
+4. **No lost fetches.** Faust's ``Consumer.getmany`` drops the records it fetched when the
+   flow is stopped, the generation changed, or the partition was paused meanwhile, but
+   aiokafka has already moved the fetch position past them. For input partitions the
+   next seek to the committed offset hides it; a *changelog* partition is sought only
+   when recovery starts, so a table recovering then misses those records for good and
+   recovery waits forever for its highwater (seen with two workers: a rebalance while a
+   fetch was waiting). ``getmany`` below is upstream's, and it moves the position of a
+   partition back to its first dropped record, unless something sought it since.
+   ``FAUST_GETMANY_FINGERPRINT`` pins the upstream source.
+5. **Producer idempotence.** Faust turns idempotence on only inside exactly-once
    transactions; ours follows ``KafkaSettings.enable_idempotence`` (on for Apache Kafka,
    off for Tansu, which rejects ``InitProducerId`` v0).
 """
@@ -40,7 +49,7 @@ import hashlib
 import inspect
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 import faust
@@ -61,6 +70,11 @@ DELIVERY: dict[str, Counter[Any]] = {
     "skipped": Counter(),
 }
 
+# sha256 of the source of faust.transport.consumer.Consumer.getmany (0.15.3), which
+# _TunedConsumer.getmany mirrors.
+FAUST_GETMANY_FINGERPRINT = "4b168d84882a70d6e3e2f9804430a63b92f8fd117d3187cbb4aeb54305bda34e"
+
+
 FAUST_LOGGER = "risk_processor.faust"
 """Logger of the Faust services we subclass (the app, consumer, producer)."""
 
@@ -68,6 +82,12 @@ FAUST_LOGGER = "risk_processor.faust"
 def drain_fingerprint() -> str:
     """sha256 of Faust's own delivery loop, to notice upstream changes."""
     source = inspect.getsource(FaustBaseConsumer._drain_messages)
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def getmany_fingerprint() -> str:
+    """sha256 of Faust's own ``Consumer.getmany``, to notice upstream changes."""
+    source = inspect.getsource(FaustBaseConsumer.getmany)
     return hashlib.sha256(source.encode()).hexdigest()
 
 
@@ -104,12 +124,75 @@ class _TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             await client.seek_to_beginning(*uncommitted)
         return cast(Mapping[Any, Any], committed)
 
+    async def rewind(self, dropped: Mapping[Any, tuple[int, int]]) -> None:
+        """For each ``tp: (first, after)`` of records fetched but not delivered: seek back
+        to ``first`` if the position is still ``after`` (nobody sought since)."""
+        consumer = self._ensure_consumer()
+        subscription = consumer._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        if assignment is None:
+            return
+        for tp, (first, after) in dropped.items():
+            if tp not in assignment.tps:
+                continue
+            state = assignment.state_value(tp)
+            if state.has_valid_position and state.position == after:
+                consumer.seek(tp, first)
+
 
 class _TunedConsumer(faust_aiokafka.Consumer):
     thread_class: type[_TunedConsumerThread] = _TunedConsumerThread
 
     def _new_consumer_thread(self) -> _TunedConsumerThread:
         return self.thread_class(self, loop=self.loop, beacon=self.beacon)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        """Upstream's ``getmany`` (round-robin over partitions, stop on a stopped flow or a
+        new generation), plus: records not handed out are fetched again (module doc, 3)."""
+        fetched = await self._wait_next_records(timeout)
+        async for item in self._hand_out(*fetched):
+            yield item
+
+    async def _hand_out(
+        self, records: Any, active_partitions: Any
+    ) -> AsyncGenerator[tuple[Any, Any], None]:
+        """The records of one fetch, as upstream's ``getmany`` hands them out; on exit
+        (however early), partitions with records not handed out are rewound to them."""
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        # tp -> [offset of the first record not handed out, offset after the last]
+        undelivered = {
+            tp: [recs[0].offset, recs[-1].offset + 1] for tp, recs in records.items() if recs
+        }
+        try:
+            if not self.flow_active:
+                try:
+                    await self.perform_seek()
+                except Exception as exc:
+                    self.log.warning(f"exception performing seek when flow not active {exc}")
+                return
+            to_message = self._to_message
+            skipped: set[Any] = set()
+            for tp, record in self.scheduler.iterate(records):
+                if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                    break
+                if tp not in skipped and (
+                    active_partitions is None
+                    or tp in active_partitions
+                    or tp in self._buffered_partitions
+                ):
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    undelivered[tp][0] = record.offset + 1
+                    yield tp, to_message(tp, record)
+                else:
+                    # Paused meanwhile: the rest of this partition's records wait too.
+                    skipped.add(tp)
+        finally:
+            dropped = {tp: (a, b) for tp, (a, b) in undelivered.items() if a < b}
+            if dropped and not self.should_stop:
+                thread = cast(_TunedConsumerThread, self._thread)
+                await thread.call_thread(thread.rewind, dropped)
 
 
 class _BatchDrainConsumer(_TunedConsumer):
@@ -124,7 +207,6 @@ class _BatchDrainConsumer(_TunedConsumer):
         return records, active
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - hot loop
-        getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         flag_consumer_fetching = "FETCHING"
@@ -133,15 +215,28 @@ class _BatchDrainConsumer(_TunedConsumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
-                ait = cast(AsyncIterator[Any], getmany(timeout=1.0))
+                # The fetch is not raced against a suspended flow: cancelled, it would
+                # still drain records in the consumer thread (moving the position past
+                # them) and lose them; it returns within its timeout anyway.
+                fetched = await self._wait_next_records(1.0)
                 # As upstream: getmany may return at once in a loop, so give others a turn.
                 await self.sleep(0)
                 if not self.should_stop:
                     # Abandon the rest of the batch when a rebalance suspends the flow,
                     # exactly as upstream abandons the one message it was delivering;
-                    # undelivered records keep their read offset and are fetched again
-                    # after the rebalance seeks to the committed offsets.
-                    await self.wait_first(self._deliver(ait), self.suspend_flow.wait())
+                    # records not handed out are rewound (_hand_out), and the rebalance
+                    # seeks inputs to their committed offsets anyway.
+                    ait = self._hand_out(*fetched)
+                    deliver = asyncio.ensure_future(self._deliver(ait))
+                    try:
+                        await self.wait_first(deliver, self.suspend_flow.wait())
+                    finally:
+                        # The generator can only be closed once its consumer has stopped.
+                        deliver.cancel()
+                        await asyncio.wait([deliver])
+                        await ait.aclose()
+                    if not deliver.cancelled() and (error := deliver.exception()):
+                        raise error
                 unset_flag(flag_consumer_fetching)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:

@@ -9,7 +9,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from risk_processor.app import RiskProcessor
 from risk_processor.testing import position, publish, settings_for
-from risk_processor.transport import FAUST_DRAIN_FINGERPRINT, drain_fingerprint
+from risk_processor.transport import (
+    FAUST_DRAIN_FINGERPRINT,
+    FAUST_GETMANY_FINGERPRINT,
+    drain_fingerprint,
+    getmany_fingerprint,
+)
 from riskwatch_common.contracts import Side
 from riskwatch_common.kafka import client_kwargs
 from riskwatch_common.settings import KafkaSettings
@@ -21,6 +26,12 @@ def test_faust_delivery_loop_is_still_the_one_batch_drain_mirrors() -> None:
     # Fails after a Faust upgrade that changed Consumer._drain_messages: compare the new
     # upstream loop with transport._BatchDrainConsumer, port any fix, update the digest.
     assert drain_fingerprint() == FAUST_DRAIN_FINGERPRINT
+
+
+def test_faust_getmany_is_still_the_one_our_rewinding_getmany_mirrors() -> None:
+    # Fails after a Faust upgrade that changed Consumer.getmany: compare it with
+    # transport._TunedConsumer.getmany, port any change, update the digest.
+    assert getmany_fingerprint() == FAUST_GETMANY_FINGERPRINT
 
 
 async def test_worker_consumer_uses_the_configured_fetch_wait_not_fausts_1500_ms(
@@ -49,11 +60,13 @@ async def test_tansu_profile_settings(tmp_path: Path) -> None:
     assert conf.broker_session_timeout == 6.0
     assert conf.broker_heartbeat_interval == 1.0
     assert conf.broker_rebalance_timeout == 6.0
-    assert conf.topic_partitions == 4
+    assert conf.topic_partitions == 12
     assert conf.table_standby_replicas == 0
     assert conf.processing_guarantee.value == "at_least_once"
     assert conf.store.scheme == "memory"
     assert conf.web_enabled is False
+    custom = KafkaSettings(bootstrap_servers="127.0.0.1:9", topic_partitions=24)
+    assert RiskProcessor(settings_for(custom, tmp_path)).app.conf.topic_partitions == 24
 
 
 @pytest.mark.integration
@@ -68,7 +81,7 @@ async def test_seek_rewinds_input_partitions_never_committed_and_keeps_committed
     topic = proc.names[ACCOUNT_EVENTS.name]
     for i in range(8):  # one record per batch: Tansu's end offset is right only for those
         await publish(kafka, [position(f"seek{i}", "ETHUSDT", Side.BUY, 1, 4000, 5)])
-    tps = [TopicPartition(topic, p) for p in range(ACCOUNT_EVENTS.partitions)]
+    tps = [TopicPartition(topic, p) for p in range(kafka.topic_partitions)]
     client = AIOKafkaConsumer(
         topic, **client_kwargs(kafka), group_id=f"{kafka.topic_namespace}seek",
         enable_auto_commit=False, auto_offset_reset="earliest",

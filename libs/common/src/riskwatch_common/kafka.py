@@ -378,7 +378,7 @@ async def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL_T
         missing = [
             NewTopic(
                 name=s.qualified(kafka.topic_namespace),
-                num_partitions=s.partitions,
+                num_partitions=kafka.topic_partitions,
                 replication_factor=kafka.replication_factor,
                 topic_configs=s.config,
             )
@@ -392,6 +392,22 @@ async def ensure_topics(kafka: KafkaSettings, specs: Iterable[TopicSpec] = ALL_T
             log.info("topics created", extra={"topics": [t.name for t in missing]})
     finally:
         await admin.close()
+
+
+async def partition_counts(kafka: KafkaSettings, topics: Iterable[str]) -> dict[str, int]:
+    """The partition count of each of ``topics`` that exists (qualified names)."""
+    wanted = list(topics)
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka), client_id="riskwatch-admin")
+    await retry_until_up("admin", admin.start, kafka)
+    try:
+        existing = set(await admin.list_topics())
+        present = [t for t in wanted if t in existing]
+        if not present:
+            return {}
+        described = await admin.describe_topics(present)
+    finally:
+        await admin.close()
+    return {d["topic"]: len(d["partitions"]) for d in described if d.get("partitions")}
 
 
 async def _send_now_and_wait(producer: AIOKafkaProducer) -> None:

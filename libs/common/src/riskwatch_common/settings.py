@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from riskwatch_common.logs import register_secret
+from riskwatch_common.topics import DEFAULT_PARTITIONS
 
 
 class ConfigError(Exception):
@@ -37,6 +38,13 @@ class KafkaSettings(BaseSettings):
     )
     topic_namespace: str = Field(default="", description="Prefix of every topic name.")
     replication_factor: int = Field(default=1, ge=1)
+    topic_partitions: int = Field(
+        default=DEFAULT_PARTITIONS,
+        ge=1,
+        description="Partitions of every registry topic and processor table: the most "
+        "risk-processor workers that get work. Only grows on a live cluster, by a procedure "
+        "(docs/deployment.md).",
+    )
     linger_ms: int = Field(default=5, ge=0, description="Producer batching window.")
     fetch_max_wait_ms: int = Field(
         default=500,

@@ -66,7 +66,7 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(spec.partitions)]
+        partitions = [TopicPartition(topic, p) for p in range(kafka.topic_partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         out: list[tuple[bytes | None, bytes]] = []

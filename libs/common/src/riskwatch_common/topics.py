@@ -29,9 +29,11 @@ class CleanupPolicy(StrEnum):
     COMPACT = "compact"
 
 
-DEFAULT_PARTITIONS = 4
-"""Equal to the embedded broker's auto-create count, so a topic Faust or a client touches
-before we create it still matches, and Faust's co-partitioning check holds."""
+DEFAULT_PARTITIONS = 12
+"""The default of ``KAFKA_TOPIC_PARTITIONS``: how many partitions every registry topic (and
+every risk-processor table) has, so up to 12 processor workers share the accounts. Faust
+requires topics keyed alike and their tables' changelogs to agree on it; changing it on a
+live cluster is a procedure (docs/deployment.md, "Changing the partition count")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class TopicSpec:
     value: Any = field(repr=False)
     key: KeyKind
     description: str
+    # The registry's default; topics are created with ``KafkaSettings.topic_partitions``.
     partitions: int = DEFAULT_PARTITIONS
     cleanup: CleanupPolicy = CleanupPolicy.DELETE
     retention_ms: int | None = None
