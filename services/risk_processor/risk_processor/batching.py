@@ -109,6 +109,12 @@ class BatchTopic(faust.Topic):
     def queue(self) -> Any:
         return self.buffer
 
+    async def put(self, event: Any) -> None:
+        # The conductor puts here when the buffer is full (a burst, a backlog after a
+        # restart). Faust's Topic.put refuses a topic nobody iterates, and the records
+        # were silently never handled.
+        await self.buffer.put(event)
+
     def _compile_decode(self) -> None:
         create_event = self.app.create_event
 

@@ -56,7 +56,7 @@ from riskwatch_common.broker import free_port, local_broker
 from riskwatch_common.contracts import OrderUpdated, PositionUpdated, Side
 from riskwatch_common.kafka import ensure_topics
 from riskwatch_common.settings import KafkaSettings
-from riskwatch_common.topics import ACCOUNT_EVENTS, ALERTS, ALL_TOPICS, encode
+from riskwatch_common.topics import ACCOUNT_EVENTS, ALERTS, ALL_TOPICS, KeyKind, TopicSpec, encode
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
 PRICES = {"BTCUSDT": 70000, "ETHUSDT": 3500, "SOLUSDT": 175, "BNBUSDT": 580, "XRPUSDT": 1}
@@ -146,6 +146,14 @@ class Feed:
 
 
 # --------------------------------------------------------------------------- 2. plain loop
+
+
+# created before the runs, not auto-created: Apache Kafka here has auto-creation off, as
+# production has
+PLAIN_TOPICS = [
+    TopicSpec(name, bytes, KeyKind.ACCOUNT, "plain loop output")
+    for name in ("plain-out", "plain-alerts")
+]
 
 
 class PlainLoop:
@@ -398,7 +406,7 @@ async def run(args: argparse.Namespace) -> None:
 
         with TemporaryDirectory() as tmp:
             kafka = fresh_namespace(base, "plain")
-            await ensure_topics(kafka, ALL_TOPICS)
+            await ensure_topics(kafka, [*ALL_TOPICS, *PLAIN_TOPICS])
             feed = Feed(50)
             n = await _produce_all(kafka, (feed.steady() for _ in range(args.events)))
             plain = PlainLoop(kafka)
@@ -407,7 +415,7 @@ async def run(args: argparse.Namespace) -> None:
             print(f"{line}  (CPU {plain_cpu:.0f} %)")
 
             kafka = fresh_namespace(base, "proc")
-            await ensure_topics(kafka, ALL_TOPICS)
+            await ensure_topics(kafka, [*ALL_TOPICS, *PLAIN_TOPICS])
             feed = Feed(50)
             n = await _produce_all(kafka, (feed.steady() for _ in range(args.events)))
             proc = _processor(kafka, Path(tmp) / "t")
@@ -416,7 +424,7 @@ async def run(args: argparse.Namespace) -> None:
             print(f"{line}  (CPU {proc_cpu:.0f} %, {proc_rate / plain_rate * 100:.0f} % of plain)")
 
             kafka = fresh_namespace(base, "plainlat")
-            await ensure_topics(kafka, ALL_TOPICS)
+            await ensure_topics(kafka, [*ALL_TOPICS, *PLAIN_TOPICS])
             plain = PlainLoop(kafka)
             runner = asyncio.ensure_future(plain.run())
             await asyncio.sleep(4)  # consumer-group join (Tansu holds it ~3 s), once
@@ -432,7 +440,7 @@ async def run(args: argparse.Namespace) -> None:
             print(plain_lat.line())
 
             kafka = fresh_namespace(base, "proclat")
-            await ensure_topics(kafka, ALL_TOPICS)
+            await ensure_topics(kafka, [*ALL_TOPICS, *PLAIN_TOPICS])
             # Its own process, as deployed: the load generator here must not share its
             # event loop and GIL.
             async with _worker_process(kafka, Path(tmp) / "l") as cpu:

@@ -244,3 +244,19 @@ async def test_snapshot_timer_and_a_batch_emitting_together_publish_each_snapsho
         await asyncio.gather(proc._emit_due(everything=True), proc._emit_due(everything=True))
         assert not proc._staged
         assert not proc._fatal
+
+
+async def test_a_backlog_larger_than_the_buffer_is_handled_to_the_last_record(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    # With the buffer full the conductor hands records to the topic itself; they must
+    # wait for room, not vanish.
+    accounts = [f"backlog{i:02d}" for i in range(40)]
+    await publish(kafka, [mark("ETHUSDT", 4000)])
+    await publish(kafka, [position(a, "ETHUSDT", Side.BUY, 1, 4000, 5) for a in accounts])
+    async with running(kafka, tmp_path, buffer_events=4, batch_max_events=2) as proc:
+        await wait_until(
+            lambda: all(a in proc._exposures for a in accounts),
+            timeout=60,
+            message="every account of the backlog evaluated",
+        )
