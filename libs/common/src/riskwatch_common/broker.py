@@ -203,6 +203,15 @@ def _terminate(proc: subprocess.Popen[bytes] | None, grace_s: float) -> None:
 # Apache Kafka from Maven Central jars
 
 
+def _scratch_dir() -> Path:
+    """Where a run's broker data goes: memory (tmpfs) when the machine has it, as Tansu
+    keeps its data; a disk's write-back stalls would show as latency no product has."""
+    shm = Path(os.environ.get("RISKWATCH_KAFKA_DATA_ROOT", "/dev/shm"))
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm
+    return Path(tempfile.gettempdir())
+
+
 def cache_root() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "riskwatch"
@@ -351,9 +360,7 @@ class ApacheKafkaBroker(LocalBroker):
         self.port = port or free_port()
         self.controller_port = free_port()
         self._own_dir = data_dir is None
-        self.data_dir = (
-            data_dir or Path(tempfile.gettempdir()) / f"riskwatch-kafka-{uuid.uuid4().hex[:12]}"
-        )
+        self.data_dir = data_dir or _scratch_dir() / f"riskwatch-kafka-{uuid.uuid4().hex[:12]}"
         self.log_path = log_path or self.data_dir / "server.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
