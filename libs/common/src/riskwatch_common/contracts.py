@@ -191,6 +191,18 @@ class AccountStatusChanged(AccountEvent):
     ret_code: int | None = None
 
 
+class PipelineHeartbeat(AccountEvent):
+    """Proof of life: the ingestor emits one per account every few seconds on the account
+    events topic; the processor forwards it unchanged (same ``event_id``) to
+    ``risk.heartbeats.v1`` once it has handled everything before it on that partition, so
+    a fresh heartbeat at the notifier proves the whole chain moves for that account."""
+
+    event_type: Literal["PipelineHeartbeat"] = "PipelineHeartbeat"
+    group: str = Field(description="The ingestor's account group, e.g. 'group-a'.")
+    link_up: bool = Field(description="The account's private stream is connected.")
+    last_exchange_message_at: AwareDatetime | None = None
+
+
 # --------------------------------------------------------------------------- market data
 
 
@@ -333,6 +345,41 @@ class AlertTransition(StrEnum):
     RESOLVED = "resolved"
 
 
+class ActionKind(StrEnum):
+    """What the trader should do; the figures are in ``SuggestedAction``'s fields."""
+
+    ADD_MARGIN = "add_margin"  # add at least amount_usd of margin to the account
+    REDUCE_POSITION = "reduce_position"  # cut symbol by qty contracts (amount_usd of value)
+    LOWER_LEVERAGE = "lower_leverage"  # set symbol's leverage to at most `leverage`
+    CANCEL_ORDER = "cancel_order"  # cancel order_id, or shrink it to qty (qty=0: cancel)
+    REDUCE_EXPOSURE = "reduce_exposure"  # cut net exposure by amount_usd (any symbols)
+    CHECK_LINK = "check_link"  # fix the account's link to Bybit (key, network)
+    MONITOR = "monitor"  # nothing to do now; keep watching
+
+
+class SuggestedAction(BaseModel):
+    """A computed action attached to an alert: our numbers, never inferred from text.
+
+    ``deadline`` says by when (a grace period's end); ``alternatives`` are equivalent ways
+    out ("add 21,333 USDT *or* cut 5.71 BTC"), each a complete action of its own.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ActionKind
+    account: str
+    symbol: str | None = None
+    side: Side | None = Field(default=None, description="Order side for reduce/cancel.")
+    qty: Decimal | None = Field(default=None, description="Contracts, in the symbol's units.")
+    amount_usd: Decimal | None = Field(
+        default=None, description="Margin to add, or position value / net exposure to cut."
+    )
+    leverage: Decimal | None = Field(default=None, description="Target leverage (at most).")
+    order_id: str | None = None
+    deadline: AwareDatetime | None = None
+    alternatives: tuple[SuggestedAction, ...] = ()
+
+
 class RiskAlertChanged(Event):
     """An alert was raised, escalated or resolved.
 
@@ -357,6 +404,9 @@ class RiskAlertChanged(Event):
     numbers: dict[str, Decimal] = Field(default_factory=dict)
     hedge_options: tuple[HedgeOption, ...] = Field(
         default=(), description="Computed ways out; only on raised/escalated HIGH and CRITICAL."
+    )
+    action: SuggestedAction | None = Field(
+        default=None, description="What to do now, computed by the engine (None: nothing)."
     )
 
 
@@ -467,7 +517,12 @@ class RecordDeadLettered(BaseModel):
 
 
 AccountEventUnion = Annotated[
-    PositionUpdated | OrderUpdated | WalletUpdated | ExecutionReported | AccountStatusChanged,
+    PositionUpdated
+    | OrderUpdated
+    | WalletUpdated
+    | ExecutionReported
+    | AccountStatusChanged
+    | PipelineHeartbeat,
     Field(discriminator="event_type"),
 ]
 
@@ -480,6 +535,7 @@ def event_models() -> dict[str, type[BaseModel]]:
         WalletUpdated,
         ExecutionReported,
         AccountStatusChanged,
+        PipelineHeartbeat,
         MarkPriceUpdated,
         RiskLimitTableUpdated,
         ExposureSnapshotted,

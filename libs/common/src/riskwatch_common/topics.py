@@ -134,6 +134,17 @@ AI_SPEND = TopicSpec(
     cleanup=CleanupPolicy.COMPACT,
     dead_letter="ai.spend.dlq.v1",
 )
+HEARTBEATS = TopicSpec(
+    name="risk.heartbeats.v1",
+    value=c.PipelineHeartbeat,
+    key=KeyKind.ACCOUNT,
+    description=(
+        "Ingestor heartbeats forwarded by the risk processor once handled: the notifier "
+        "raises 'monitoring stalled' when a group's heartbeats stop arriving."
+    ),
+    retention_ms=_DAY_MS,
+    dead_letter="risk.heartbeats.dlq.v1",
+)
 NOTIFICATIONS = TopicSpec(
     name="notify.deliveries.v1",
     value=c.NotificationDelivered | c.NotificationFailed,
@@ -151,6 +162,7 @@ DATA_TOPICS: tuple[TopicSpec, ...] = (
     ALERTS,
     ANALYSES,
     AI_SPEND,
+    HEARTBEATS,
     NOTIFICATIONS,
 )
 
