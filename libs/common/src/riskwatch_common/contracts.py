@@ -342,6 +342,9 @@ class HedgeOption(BaseModel):
 class AlertTransition(StrEnum):
     RAISED = "raised"
     ESCALATED = "escalated"
+    # The alert stays open at the same severity but its numbers moved: readers refresh what
+    # they show (reminders, /status, the overview); channels do not page for it.
+    UPDATED = "updated"
     RESOLVED = "resolved"
 
 
