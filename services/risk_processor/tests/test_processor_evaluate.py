@@ -22,6 +22,8 @@ from riskwatch_common.topics import EXPOSURES
 D = Decimal
 CAUSE = Cause("corr-1", T0, T0)
 MARKS = {"BTCUSDT": D(70000), "ETHUSDT": D(3520), "SOLUSDT": D("176.5"), "BNBUSDT": D(584)}
+# The brief's 10,000 USD net limit, which is opt-in (off by default).
+NET_10K = parse_config({"thresholds": {"net_exposure_usd": 10000}})
 
 
 def account(name: str, *events: object) -> AccountState:
@@ -89,7 +91,7 @@ def test_sample_portfolio_numbers_and_portfolio_alerts() -> None:
         for name, acc in SAMPLE.items()
     }
     result = evaluate_portfolio(
-        summaries, state.EMPTY_RISK, config=parse_config({}), now=T0, cause=CAUSE, source="rp"
+        summaries, state.EMPTY_RISK, config=NET_10K, now=T0, cause=CAUSE, source="rp"
     )
     p = result.exposure
     assert (p.total_long, p.total_short, p.net, p.gross) == (D(64280), D(17650), D(46630), D(81930))
@@ -107,8 +109,8 @@ def test_sample_portfolio_numbers_and_portfolio_alerts() -> None:
 
 def test_alert_event_ids_are_the_same_on_replay_and_new_after_a_resolve() -> None:
     acc = SAMPLE["sub_hedge"]
-    first = evaluate(acc)
-    replay = evaluate(acc, now=T0 + timedelta(seconds=5))  # same state, later clock
+    first = evaluate(acc, NET_10K)
+    replay = evaluate(acc, NET_10K, now=T0 + timedelta(seconds=5))  # same state, later clock
     assert [a.event_id for a in first.alerts] == [a.event_id for a in replay.alerts]
     assert first.risk.seqs == {a.alert_id: 1 for a in first.alerts}
 
@@ -118,14 +120,14 @@ def test_alert_event_ids_are_the_same_on_replay_and_new_after_a_resolve() -> Non
     held = AccountState("sub_hedge", flat.positions, risk=first.risk)
     resolved = None
     for i in range(5):
-        step = evaluate(held, now=T0 + timedelta(seconds=i + 1))
+        step = evaluate(held, NET_10K, now=T0 + timedelta(seconds=i + 1))
         held = AccountState("sub_hedge", flat.positions, risk=step.risk)
         if step.alerts:
             resolved = step
             break
     assert resolved is not None
     assert {a.transition.value for a in resolved.alerts} == {"resolved"}
-    reraised = evaluate(AccountState("sub_hedge", acc.positions, risk=held.risk))
+    reraised = evaluate(AccountState("sub_hedge", acc.positions, risk=held.risk), NET_10K)
     net = next(a for a in reraised.alerts if a.rule == "net_exposure_usd")
     assert net.transition.value == "raised"
     assert net.event_id not in {a.event_id for a in first.alerts}
@@ -162,7 +164,7 @@ def test_thresholds_per_account_group_and_env_override(tmp_path: Path) -> None:
 
 def test_defaults_are_the_briefs_without_a_file() -> None:
     assert load_config(None).base == DEFAULT_THRESHOLDS
-    assert DEFAULT_THRESHOLDS.net_exposure_usd == D(10000)
+    assert DEFAULT_THRESHOLDS.net_exposure_usd is None  # opt-in: relative to equity by default
 
 
 @pytest.mark.parametrize(
