@@ -33,7 +33,13 @@ from risk_processor.state import (
     TierEntry,
     WalletEntry,
 )
-from riskwatch_common.contracts import HedgeOption, RiskAlertChanged
+from riskwatch_common.contracts import (
+    ActionKind,
+    HedgeOption,
+    RiskAlertChanged,
+    Side,
+    SuggestedAction,
+)
 
 PORTFOLIO = engine.PORTFOLIO
 
@@ -196,12 +202,29 @@ def _tier_moves(
 
 
 _HEDGED = frozenset({engine.Severity.HIGH, engine.Severity.CRITICAL})
+_RESOLVED = engine.Transition.RESOLVED
 _OPENING = frozenset({"raised", "escalated"})
 
 
 def needs_hedge_options(t: engine.AlertTransition) -> bool:
     """Options are computed only where a plan is written: raised/escalated HIGH and CRITICAL."""
     return t.severity in _HEDGED and t.kind.value in _OPENING
+
+
+def wire_action(a: engine.Action) -> SuggestedAction:
+    """The contract form of an engine-computed action."""
+    return SuggestedAction(
+        kind=ActionKind(a.kind),
+        account=a.account,
+        symbol=a.symbol,
+        side=Side(a.side.value) if a.side is not None else None,
+        qty=a.qty,
+        amount_usd=a.amount_usd,
+        leverage=a.leverage,
+        order_id=a.order_id,
+        deadline=a.deadline,
+        alternatives=tuple(wire_action(alt) for alt in a.alternatives),
+    )
 
 
 def _publish(
@@ -213,24 +236,29 @@ def _publish(
     cause: Cause,
     source: str,
     options: Callable[[engine.AlertTransition], tuple[HedgeOption, ...]] | None = None,
+    action: Callable[[engine.AlertTransition], engine.Action | None] | None = None,
 ) -> tuple[dict[str, int], tuple[RiskAlertChanged, ...]]:
+    """The transitions as events; every one but a resolve carries the computed action
+    (computed here, per published transition, never per evaluation)."""
     seqs = dict(risk.seqs)
     out: list[RiskAlertChanged] = []
     for t in transitions:
         n = seqs.get(t.alert_id, 0) + 1
         seqs[t.alert_id] = n
         hedges = options(t) if options is not None and needs_hedge_options(t) else ()
-        out.append(
-            alert_event(
-                t,
-                n=n,
-                risk_level=risk_level,
-                now=now,
-                cause=cause,
-                source=source,
-                hedge_options=hedges,
-            )
+        event = alert_event(
+            t,
+            n=n,
+            risk_level=risk_level,
+            now=now,
+            cause=cause,
+            source=source,
+            hedge_options=hedges,
         )
+        computed = action(t) if action is not None and t.kind is not _RESOLVED else None
+        if computed is not None:
+            event = event.model_copy(update={"action": wire_action(computed)})
+        out.append(event)
     return seqs, tuple(out)
 
 
@@ -282,10 +310,14 @@ def evaluate_account(
         )
         return tuple(wire_hedge_option(f) for f in found)
 
+    thresholds = config.thresholds(account)
+    deadlines = {symbol: p.deadline for symbol, p in pending.items()}
+
+    def action(t: engine.AlertTransition) -> engine.Action | None:
+        return engine.account_action(t, exposure, thresholds, orders, deadlines)
+
     candidates = engine.evaluate_account(
-        exposure,
-        config.thresholds(account),
-        engine.active_keys(risk.alerts.values(), account),
+        exposure, thresholds, engine.active_keys(risk.alerts.values(), account)
     )
     held, moves = _tier_moves(account, risk.tiers_held, exposure)
     candidates.extend(moves)
@@ -301,6 +333,7 @@ def evaluate_account(
         cause=cause,
         source=source,
         options=options,
+        action=action,
     )
     mismatches = sum(
         1
@@ -335,8 +368,18 @@ def evaluate_portfolio(
     states, transitions = engine.reconcile(
         PORTFOLIO, risk.alerts, candidates, now, config.alert_policy
     )
+
+    def action(t: engine.AlertTransition) -> engine.Action | None:
+        return engine.portfolio_action(t, exposure, config.portfolio)
+
     seqs, alerts = _publish(
-        risk, transitions, risk_level=exposure.risk_level, now=now, cause=cause, source=source
+        risk,
+        transitions,
+        risk_level=exposure.risk_level,
+        now=now,
+        cause=cause,
+        source=source,
+        action=action,
     )
     return PortfolioEvaluation(
         exposure=exposure, risk=replace(risk, alerts=states, seqs=seqs), alerts=alerts

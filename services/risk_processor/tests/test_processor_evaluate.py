@@ -15,7 +15,8 @@ from risk_processor.engine import DEFAULT_THRESHOLDS
 from risk_processor.evaluate import AccountState, evaluate_account, evaluate_portfolio
 from risk_processor.outputs import Cause, account_snapshot, exposure_key, portfolio_snapshot
 from risk_processor.testing import BRIEF_BTC_TIERS, T0, order, position, tier_table, wallet
-from riskwatch_common.contracts import ExposureSnapshotted, Side
+from riskwatch_common.contracts import ActionKind, ExposureSnapshotted, Side
+from riskwatch_common.render import deadline, describe_action
 from riskwatch_common.settings import ConfigError
 from riskwatch_common.topics import EXPOSURES
 
@@ -229,6 +230,15 @@ def test_grace_period_keeps_the_old_table_until_the_risk_is_reduced() -> None:
     assert during.platform_changes == 1
     [change] = [a for a in during.alerts if a.rule == "platform_risk_change"]
     assert change.severity.value == "HIGH"
+    # The alert carries the computed way out: add margin or cut, before the grace ends.
+    assert change.action is not None
+    assert change.action.kind is ActionKind.ADD_MARGIN
+    assert change.action.deadline == during.risk.pending["BTCUSDT"].deadline
+    [cut] = change.action.alternatives
+    assert (cut.kind, cut.symbol, cut.side) == (ActionKind.REDUCE_POSITION, "BTCUSDT", Side.SELL)
+    assert describe_action(change.action).endswith(
+        f"before {deadline(during.risk.pending['BTCUSDT'].deadline)}"
+    )
     assert "BTCUSDT" in during.risk.pending
     # Old table still applies in the grace period: tier 2 of the table in docs/product.md.
     [pe] = during.exposure.positions
@@ -254,6 +264,34 @@ def test_grace_period_keeps_the_old_table_until_the_risk_is_reduced() -> None:
     [pe] = lifted.exposure.positions
     assert pe.tier is not None
     assert pe.tier.mmr == D("0.02")
+
+
+def test_bob_blocked_at_90x_alert_event_carries_lower_to_80x_with_its_alternatives() -> None:
+    table = state.apply_tiers(None, tier_table("BTCUSDT", BRIEF_BTC_TIERS))
+    assert table is not None
+    bob = account(
+        "bob",
+        position("bob", "BTCUSDT", Side.BUY, 20, 50000, 90),
+        order("bob", "BTCUSDT", "o1", Side.BUY, 20, 50000),
+        order("bob", "BTCUSDT", "o2", Side.BUY, 20, 50000),
+    )
+    result = evaluate_account(
+        bob,
+        marks={"BTCUSDT": D(50000)},
+        tiers={"BTCUSDT": table},
+        config=parse_config({}),
+        now=T0,
+        cause=CAUSE,
+        source="x",
+    )
+    [blocked] = [a for a in result.alerts if a.rule == "order_blocked_by_leverage"]
+    assert blocked.action is not None
+    assert describe_action(blocked.action) == (
+        "lower BTCUSDT leverage to 80× or less or shrink the BTCUSDT buy order to 12 BTC"
+        " or cut BTCUSDT by 8 BTC (400,000 USD)"
+    )
+    # a resolve carries no action; every raised alert of the account carries one
+    assert all(a.action is not None for a in result.alerts)
 
 
 def test_bybit_risk_id_that_differs_from_the_computed_tier_is_counted() -> None:

@@ -4,6 +4,13 @@ No I/O, no clock (time is passed in), Decimal throughout. The Faust shell decode
 into these types, calls the functions below and emits what they return.
 """
 
+from risk_processor.engine.actions import (
+    Action,
+    ActionKind,
+    Finding,
+    account_action,
+    portfolio_action,
+)
 from risk_processor.engine.alerts import (
     DEFAULT_ALERT_POLICY,
     AlertPolicy,
@@ -108,6 +115,8 @@ __all__ = [
     "AccountMargin",
     "AccountProfile",
     "AccountType",
+    "Action",
+    "ActionKind",
     "AlertCandidate",
     "AlertPolicy",
     "AlertState",
@@ -115,6 +124,7 @@ __all__ = [
     "ClearLevels",
     "DeductionMismatch",
     "EffectiveValue",
+    "Finding",
     "MarginMode",
     "Order",
     "OrderCheck",
@@ -136,6 +146,7 @@ __all__ = [
     "TierTableLoad",
     "Transition",
     "Wallet",
+    "account_action",
     "account_exposure",
     "account_margin",
     "active_keys",
@@ -161,6 +172,7 @@ __all__ = [
     "max_leverage_for_value",
     "max_position_value_at_leverage",
     "platform_change_alert",
+    "portfolio_action",
     "portfolio_exposure",
     "position_subject",
     "recompute_deductions",
