@@ -6,7 +6,7 @@ publish what they return; everything here is testable without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -351,6 +351,27 @@ def evaluate_account(
     )
 
 
+def portfolio_readiness(
+    accounts: Mapping[str, AccountSummary],
+    config: RiskConfig,
+    now: datetime,
+    started: datetime | None,
+    resynced: Set[str] | None = None,
+) -> engine.Readiness:
+    """Whether the portfolio rules may run (``engine.portfolio_readiness``).
+
+    Loaded means completed its first resync when the shell passes ``resynced`` (the
+    accounts whose ingestor sent ``AccountStatusChanged`` status ``resynced``), else
+    evaluated at least once. The warm-up runs from ``started``, the portfolio's first
+    evaluation (kept in its risk book, so a restart does not start it again).
+    """
+    expected = config.portfolio_accounts
+    if not expected:
+        return engine.READY
+    loaded = resynced if resynced is not None else accounts.keys()
+    return engine.portfolio_readiness(expected, loaded, started, now, config.warmup_timeout)
+
+
 def evaluate_portfolio(
     accounts: Mapping[str, AccountSummary],
     risk: RiskBook,
@@ -359,12 +380,34 @@ def evaluate_portfolio(
     now: datetime,
     cause: Cause,
     source: str,
+    resynced: Set[str] | None = None,
 ) -> PortfolioEvaluation:
-    """The portfolio across every account's latest exposure, with portfolio-level rules."""
+    """The portfolio across every account's latest exposure, with portfolio-level rules.
+
+    The rules wait for the warm-up (``portfolio_readiness``): before it ends the exposure
+    is computed and no alert changes; after a timeout, alerts name the missing accounts.
+    """
     exposure = engine.portfolio_exposure([accounts[name].exposure for name in sorted(accounts)])
+    if risk.warmup_started is None:
+        risk = replace(risk, warmup_started=now)
+    ready = portfolio_readiness(accounts, config, now, risk.warmup_started, resynced)
+    if not ready.ready:
+        return PortfolioEvaluation(exposure=exposure, risk=risk, alerts=())
     candidates = engine.evaluate_portfolio(
         exposure, config.portfolio, engine.active_keys(risk.alerts.values(), PORTFOLIO)
     )
+    if ready.missing:
+        note = ready.note()
+        missing = Decimal(len(ready.missing))
+        candidates = [
+            replace(
+                c,
+                reason_template=c.reason + note,
+                reason_args=(),
+                numbers={**c.numbers, "accounts_missing": missing},
+            )
+            for c in candidates
+        ]
     states, transitions = engine.reconcile(
         PORTFOLIO, risk.alerts, candidates, now, config.alert_policy
     )

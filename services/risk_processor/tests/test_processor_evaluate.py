@@ -108,6 +108,51 @@ def test_sample_portfolio_numbers_and_portfolio_alerts() -> None:
     assert snap.positions == ()
 
 
+def test_portfolio_rules_wait_for_every_expected_account_or_say_who_is_missing() -> None:
+    config = parse_config(
+        {
+            "thresholds": {"net_exposure_usd": 10000},
+            "portfolio_warmup": {"accounts": list(SAMPLE), "timeout_s": 60},
+        }
+    )
+    two = {
+        name: state.AccountSummary(evaluate(SAMPLE[name]).exposure, 0, "c", 0)
+        for name in ("main", "sub_trading")
+    }
+
+    def run(summaries, risk, now, **kw):  # type: ignore[no-untyped-def]
+        return evaluate_portfolio(
+            summaries, risk, config=config, now=now, cause=CAUSE, source="rp", **kw
+        )
+
+    # Two of three accounts: a net of 34,950 would be a wrong total. No alert, but the
+    # exposure is computed and the warm-up clock starts.
+    early = run(two, state.EMPTY_RISK, T0)
+    assert early.alerts == ()
+    assert early.exposure.net == D(52600) - D(17650)
+    assert early.risk.warmup_started == T0
+    assert run(two, early.risk, T0 + timedelta(seconds=59)).alerts == ()
+    # The shell's view of resyncs wins over "evaluated once": all three evaluated but one
+    # not resynced yet still waits.
+    three = {
+        **two,
+        "sub_hedge": state.AccountSummary(evaluate(SAMPLE["sub_hedge"]).exposure, 0, "c", 0),
+    }
+    assert run(three, early.risk, T0, resynced={"main", "sub_trading"}).alerts == ()
+    # After the timeout the rules run on what is there and say who is missing.
+    late = run(two, early.risk, T0 + timedelta(seconds=60))
+    [net] = [a for a in late.alerts if a.rule == "net_exposure_usd"]
+    assert net.reason.endswith("(warm-up timed out: 1 account(s) not loaded yet: sub_hedge)")
+    assert net.numbers["accounts_missing"] == 1
+    # Everyone loaded: the true total, no note.
+    full = run(three, early.risk, T0 + timedelta(seconds=1))
+    [net] = [a for a in full.alerts if a.rule == "net_exposure_usd"]
+    assert net.numbers["net"] == D(46630)
+    assert "warm-up" not in net.reason
+    # The warm-up start survives the changelog (a restart does not restart it).
+    assert state.risk_from_json(state.risk_to_json(early.risk)).warmup_started == T0
+
+
 def test_alert_event_ids_are_the_same_on_replay_and_new_after_a_resolve() -> None:
     acc = SAMPLE["sub_hedge"]
     first = evaluate(acc, NET_10K)
@@ -181,6 +226,34 @@ def test_defaults_are_the_briefs_without_a_file() -> None:
 def test_bad_thresholds_stop_startup_naming_the_problem(doc: object, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         parse_config(doc)
+
+
+def test_every_problem_of_a_thresholds_file_is_named_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(
+        "thresholds: {net_exposure_usd: -5}\n"
+        "portfolio: {mm_rate_high: 2}\n"
+        "groups: {core: {unrealized_loss_usd: 500}}\n"
+        "accounts:\n"
+        "  main: {margin_mode: weird, thresholds: {buy_share_high: 1.5}}\n"
+        "alert_policy: {clear_after: 0}\n"
+        "portfolio_warmup: {timeout_s: -1}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(f"thresholds file {path}: ")
+    for problem in (
+        "thresholds: net_exposure_usd=-5 must be positive",
+        "portfolio: mm_rate_high=2 must be at most 1",
+        "groups.core: unrealized_loss_usd=500 must be negative",
+        "accounts.main.margin_mode: 'weird' is not one of",
+        "accounts.main.thresholds: buy_share_high=1.5 must be a fraction",
+        "alert_policy: clear_after=0 must be at least 1",
+        "portfolio_warmup.timeout_s: -1 must be positive",
+    ):
+        assert problem in text
 
 
 def test_yaml_thresholds_file(tmp_path: Path) -> None:

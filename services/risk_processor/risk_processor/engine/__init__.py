@@ -103,6 +103,7 @@ from risk_processor.engine.types import (
     TierTable,
     Wallet,
 )
+from risk_processor.engine.warmup import READY, Readiness, portfolio_readiness
 
 __all__ = [
     "ACCOUNT_SUBJECT",
@@ -111,6 +112,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "GRACE_PERIOD",
     "PORTFOLIO",
+    "READY",
     "AccountExposure",
     "AccountMargin",
     "AccountProfile",
@@ -134,6 +136,7 @@ __all__ = [
     "PositionExposure",
     "PositionMode",
     "RateUnits",
+    "Readiness",
     "RiskLevel",
     "RiskLevelPolicy",
     "Rule",
@@ -174,6 +177,7 @@ __all__ = [
     "platform_change_alert",
     "portfolio_action",
     "portfolio_exposure",
+    "portfolio_readiness",
     "position_subject",
     "recompute_deductions",
     "reconcile",
