@@ -4,7 +4,8 @@ turned into text a trader reads on a phone.
 Every number is rounded by what it is, never printed as it came out of Decimal arithmetic
 (``5.71428571428571428571428571``):
 
-- USD amounts: cents below 10,000, whole dollars from 10,000 up, thousands separators;
+- USD amounts: cents below 10,000 (none on a round amount), whole dollars from 10,000 up,
+  thousands separators;
   amounts the trader must reach ("add at least") round up, so the figure is enough;
 - prices: to the symbol's tick size when known, else to a precision that fits the magnitude;
 - sizes: to the symbol's lot step when known, else to three significant digits;
@@ -92,7 +93,8 @@ def _to_step(value: Decimal, step: Decimal, rounding: str = ROUND_HALF_EVEN) -> 
 
 
 def usd(value: Decimal, unit: str = "USD", *, at_least: bool = False) -> str:
-    """``21,334 USDT``, ``1,250.50 USD``: cents below 10,000, whole dollars from there.
+    """``21,334 USDT``, ``1,250.50 USD``, ``2,500 USD``: cents below 10,000 (none on a
+    round amount), whole dollars from there.
 
     ``at_least`` rounds up (an amount to add or reach must be enough once rounded).
     """
@@ -101,7 +103,8 @@ def usd(value: Decimal, unit: str = "USD", *, at_least: bool = False) -> str:
     step = _ONE if abs(value) >= _WHOLE_DOLLARS_FROM else _CENT
     rounding = ROUND_CEILING if at_least else ROUND_HALF_EVEN
     rounded = value.quantize(step, rounding=rounding)
-    if step == _CENT and abs(rounded) >= _WHOLE_DOLLARS_FROM:
+    if abs(rounded) >= _WHOLE_DOLLARS_FROM or rounded == rounded.to_integral_value():
+        # whole dollars from 10,000 up, and no ".00" on a round amount below
         rounded = rounded.quantize(_ONE, rounding=rounding)
     return f"{_plain(rounded)} {unit}".strip()
 
