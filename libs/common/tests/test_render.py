@@ -196,3 +196,27 @@ def test_describe_check_link_and_monitor() -> None:
     assert describe_action(link) == "check sub_hedge's link to Bybit (API key, network)"
     watch = SuggestedAction(kind=ActionKind.MONITOR, account="main", symbol="ETHUSDT")
     assert describe_action(watch) == "no action needed now; keep watching ETHUSDT"
+
+
+def test_an_action_on_another_account_than_the_alerts_names_it() -> None:
+    cut = SuggestedAction(
+        kind=ActionKind.REDUCE_POSITION,
+        account="main",
+        symbol="ETHUSDT",
+        qty=D(5),
+        amount_usd=D(17250),
+    )
+    assert describe_action(cut, alert_account="portfolio") == (
+        "reduce ETHUSDT on main by 5 ETH (17,250 USD)"
+    )
+    assert describe_action(cut, alert_account="main") == "reduce ETHUSDT by 5 ETH (17,250 USD)"
+    lower = SuggestedAction(
+        kind=ActionKind.LOWER_LEVERAGE, account="bob", symbol="BTCUSDT", leverage=D(80)
+    )
+    assert describe_action(lower, alert_account="portfolio") == (
+        "lower BTCUSDT leverage on bob to 80× or less"
+    )
+    margin = SuggestedAction(kind=ActionKind.ADD_MARGIN, account="bob", amount_usd=D(100))
+    assert describe_action(margin, alert_account="portfolio") == (
+        "add at least 100 USDT margin to bob"
+    )

@@ -30,7 +30,7 @@ def suggested_action(alert: RiskAlertChanged) -> str:
     (a resolve, or an older processor) the text says so instead of guessing a figure.
     """
     if alert.action is not None:
-        return describe_action(alert.action)
+        return describe_action(alert.action, alert_account=alert.account)
     if alert.transition is AlertTransition.RESOLVED:
         return "none: the alert resolved"
     return f"none computed; check {_target(alert)} against the numbers"

@@ -34,7 +34,7 @@ def test_action_is_the_engines_computed_action_in_words(make_alert: Any) -> None
             ),
         ),
     )
-    alert = make_alert(rule="platform_risk_change", action=action)
+    alert = make_alert(rule="platform_risk_change", account="sub_90x", action=action)
     assert suggested_action(alert) == (
         "add at least 21,334 USDT margin or cut BTCUSDT by 5.71 BTC (396,000 USD)"
         " before Mon 14 Dec 09:00"

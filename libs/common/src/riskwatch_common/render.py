@@ -187,13 +187,18 @@ def _qty(action: SuggestedAction, lot_step: Decimal | None) -> str:
     return f"{text} {coin}" if coin else text
 
 
-def _what(action: SuggestedAction, verb: str, lot_step: Decimal | None) -> str:
-    symbol = action.symbol or "the position"
+def _what(
+    action: SuggestedAction, verb: str, lot_step: Decimal | None, alert_account: str | None
+) -> str:
+    named = alert_account is not None and action.account != alert_account
+    on = f" on {action.account}" if named else ""
+    symbol = (action.symbol or "the position") + on
     kind = action.kind
     if kind is ActionKind.ADD_MARGIN:
         if action.amount_usd is None:
             return f"add margin to {action.account}"
-        return f"add at least {usd(action.amount_usd, 'USDT', at_least=True)} margin"
+        to = f" to {action.account}" if named else ""
+        return f"add at least {usd(action.amount_usd, 'USDT', at_least=True)} margin{to}"
     if kind is ActionKind.REDUCE_POSITION:
         if action.qty is not None and action.amount_usd is not None:
             return f"{verb} {symbol} by {_qty(action, lot_step)} ({usd(action.amount_usd)})"
@@ -203,12 +208,13 @@ def _what(action: SuggestedAction, verb: str, lot_step: Decimal | None) -> str:
             return f"{verb} {symbol} by {usd(action.amount_usd, at_least=True)}"
         return f"{verb} {symbol}"
     if kind is ActionKind.LOWER_LEVERAGE:
+        lever = f"{action.symbol or 'the'} leverage{on}"
         if action.leverage is None:
-            return f"lower {symbol} leverage"
-        return f"lower {symbol} leverage to {leverage(action.leverage)} or less"
+            return f"lower {lever}"
+        return f"lower {lever} to {leverage(action.leverage)} or less"
     if kind is ActionKind.CANCEL_ORDER:
         side = f" {action.side.value.lower()}" if action.side is not None else ""
-        order = f"the {symbol}{side} order"
+        order = f"the {action.symbol or 'open'}{side} order{on}"
         value = f" ({usd(action.amount_usd)})" if action.amount_usd is not None else ""
         if action.qty is None or action.qty == 0:
             return f"cancel {order}{value}"
@@ -231,16 +237,19 @@ def describe_action(
     *,
     tz: tzinfo = UTC,
     lot_step: Decimal | None = None,
+    alert_account: str | None = None,
 ) -> str:
     """One line saying what to do, with our figures rounded for a phone.
 
     Alternatives follow with "or" ("add at least 21,334 USDT margin or cut BTCUSDT by 5.71
     BTC (396,000 USD)"); a deadline ends the line ("before Mon 14 Dec 09:00", in ``tz``).
-    ``lot_step`` rounds the primary action's size up to the symbol's lot.
+    ``lot_step`` rounds the primary action's size up to the symbol's lot. Pass the alert's
+    account as ``alert_account``: an action on another account (a portfolio alert's way
+    out is on one of the accounts) then names it ("reduce ETHUSDT on main by 5 ETH").
     """
-    parts = [_what(action, "reduce", lot_step)]
+    parts = [_what(action, "reduce", lot_step, alert_account)]
     parts.extend(
-        _what(alt, "cut", lot_step if alt.symbol == action.symbol else None)
+        _what(alt, "cut", lot_step if alt.symbol == action.symbol else None, alert_account)
         for alt in action.alternatives
     )
     line = " or ".join(parts)

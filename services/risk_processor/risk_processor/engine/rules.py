@@ -731,7 +731,14 @@ def _tier_numbers(pe: PositionExposure, tier: Tier) -> dict[str, Decimal]:
 
 def next_order_value(pe: PositionExposure) -> Decimal:
     """The symbol's usual order size: what its open orders add to the position (the
-    effective value above the position's own value); 0 without open orders."""
+    effective value above the position's own value); 0 without open orders.
+
+    0 in hedge mode too: the effective value is the larger side's, so above one side's
+    value it may be the other side's position rather than orders (the 80 % / 95 % levels
+    still apply there).
+    """
+    if pe.position.position_idx:
+        return ZERO
     pending = pe.effective_value - pe.position.value
     return pending if pending > ZERO else ZERO
 
