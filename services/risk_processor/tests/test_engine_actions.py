@@ -197,6 +197,21 @@ def test_grace_period_add_more_than_the_margin_or_cut_the_size_before_the_deadli
     assert topped.mm_rate < D("0.75")
 
 
+def test_new_table_below_a_flat_positions_leverage_says_lower_it_to_the_new_maximum() -> None:
+    new = load_tier_table(
+        "BTCUSDT",
+        [{"id": 1, "riskLimitValue": "500000", "maintenanceMargin": "0.01",
+          "initialMargin": "0.02", "maxLeverage": "50", "mmDeduction": ""}],
+    ).table  # fmt: skip
+    flat = Position("main", "BTCUSDT", 0, None, D(0), D(0), D(75))
+    impact = evaluate_platform_change(flat, TABLE, new, account_type=AccountType.STANDARD, now=NOW)
+    alert = platform_change_alert(impact)
+    assert alert is not None
+    a = account_action(alert, expo([flat]), QUIET)
+    assert a is not None
+    assert (a.kind, a.symbol, a.leverage) == (ActionKind.LOWER_LEVERAGE, "BTCUSDT", D(50))
+
+
 # --------------------------------------------------------------------------- margin
 
 

@@ -339,8 +339,8 @@ def _platform_change(f: Finding, e: AccountExposure, deadline: datetime | None) 
     pe = _position(e, f.subject)
     if deadline is None:  # applied at once, or orders blocked by the leverage
         allowed = f.numbers.get("max_leverage_allowed")
-        leverage = f.numbers.get("leverage_cap")
-        if allowed is not None and leverage is not None and leverage == 0:
+        if allowed is not None and "leverage_cap" not in f.numbers:
+            # the leverage is above every new tier's maximum: no order until it is lowered
             return Action(ActionKind.LOWER_LEVERAGE, f.account, symbol=symbol, leverage=allowed)
         return Action(ActionKind.MONITOR, f.account, symbol=symbol)
     cut = _cut(f.account, pe, reduction) if pe is not None and reduction else None
