@@ -7,6 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from risk_processor.engine import (
     DEFAULT_THRESHOLDS,
     AccountExposure,
@@ -28,6 +31,7 @@ from risk_processor.engine import (
     evaluate_platform_change,
     evaluate_portfolio,
     load_tier_table,
+    maintenance_margin_for_value,
     platform_change_alert,
     portfolio_action,
     portfolio_exposure,
@@ -217,8 +221,9 @@ def test_new_table_below_a_flat_positions_leverage_says_lower_it_to_the_new_maxi
 
 def test_mm_rate_add_margin_or_cut_the_position_holding_the_most_maintenance_margin() -> None:
     # 10 BTC at 50k in tier 1: MM 2,500; balance 4,800: 52.1 %. The alert clears below
-    # 47.5 % (50 % less the 5 % clear margin): add 2,500 / 0.475 − 4,800 = 463.16, or keep
-    # MM at 0.475 × 4,800 = 2,280, i.e. 456,000 of value: cut 0.88 BTC (44,000 USD).
+    # 47.5 % (50 % less the 5 % clear margin): add more than 2,500 / 0.475 − 4,800 =
+    # 463.158, or keep MM under 0.475 × 4,800 = 2,280, i.e. under 456,000 of value: cut
+    # more than 0.88 BTC (44,000 USD).
     e = expo([pos("BTCUSDT", BUY, "10", "50000")], wallet_=wallet("4800"))
     a = action_of(e, Rule.ACCOUNT_MM_RATE)
     assert (a.kind, a.account, a.amount_usd) == (ActionKind.ADD_MARGIN, "main", D("463.16"))
@@ -227,20 +232,22 @@ def test_mm_rate_add_margin_or_cut_the_position_holding_the_most_maintenance_mar
         ActionKind.REDUCE_POSITION,
         "BTCUSDT",
         SELL,
-        D("0.88"),
-        D(44_000),
+        D("0.881"),
+        D(44_050),
     )
     after = expo([pos("BTCUSDT", BUY, str(D(10) - cut.qty), "50000")], wallet_=wallet("4800"))
     assert after.margin is not None
-    assert after.margin.mm_rate == D("0.475")
+    assert after.margin.mm_rate is not None
+    assert D("0.4749") < after.margin.mm_rate < D("0.475")
 
 
 def test_liquidation_distance_add_margin_to_move_the_price_or_cut_the_size() -> None:
     # 1 BTC long marked at 50,000, liquidation at 47,000: 6 % away; back to 10.5 % needs
-    # the liquidation price at 44,750: 2,250 USD of margin, or a size of 6/10.5 of it.
+    # the liquidation price below 44,750: more than 2,250 USD of margin, or a size under
+    # 6/10.5 of it (the rule still fires at exactly 10.5 %).
     row = pos("BTCUSDT", BUY, "1", "50000", "10", liq_price=D(47000))
     a = action_of(expo([row], marks={"BTCUSDT": D(50000)}), Rule.LIQUIDATION_DISTANCE)
-    assert (a.kind, a.amount_usd) == (ActionKind.ADD_MARGIN, D(2250))
+    assert (a.kind, a.amount_usd) == (ActionKind.ADD_MARGIN, D("2250.01"))
     [cut] = a.alternatives
     assert (cut.kind, cut.side, cut.qty, cut.amount_usd) == (
         ActionKind.REDUCE_POSITION,
@@ -329,3 +336,78 @@ def test_bybit_reduce_only_says_reduce_the_symbol_and_system_adjustment_says_wat
     )
     watch = action_of(e, Rule.BYBIT_SYSTEM_ADJUSTMENT)
     assert (watch.kind, watch.symbol) == (ActionKind.MONITOR, "BTCUSDT")
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.decimals(min_value=D("0.01"), max_value=D(60), places=3),
+    rate=st.decimals(min_value=D("0.5"), max_value=D("0.99"), places=4),
+)
+def test_doing_the_mm_rate_action_or_its_alternative_clears_the_alert(
+    size: Decimal, rate: Decimal
+) -> None:
+    row = pos("BTCUSDT", BUY, str(size), "50000")
+    mm = maintenance_margin_for_value(TABLE, size * 50000)
+    balance = (mm / rate).quantize(D("0.01"))
+    e = expo([row], wallet_=wallet(str(balance)))
+    found = [c for c in evaluate_account(e, QUIET) if c.rule == Rule.ACCOUNT_MM_RATE]
+    if not found:
+        return  # rounding the balance put it just under 50 %
+    a = account_action(found[0], e, QUIET)
+    assert a is not None
+    assert a.amount_usd is not None
+    clear = QUIET.clear.mm_rate_warning
+    topped = expo([row], wallet_=wallet(str(balance + a.amount_usd))).margin
+    assert topped is not None
+    assert topped.mm_rate is not None
+    assert topped.mm_rate < clear
+    for cut in a.alternatives:
+        assert cut.qty is not None
+        left = pos("BTCUSDT", BUY, str(size - cut.qty), "50000")
+        after = expo([left], wallet_=wallet(str(balance))).margin
+        assert after is not None
+        assert after.mm_rate is not None
+        assert after.mm_rate < clear
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    held=st.integers(min_value=1, max_value=60),
+    ordered=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=3),
+    leverage=st.sampled_from(["90", "95", "100"]),
+)
+def test_each_way_out_of_a_blocked_order_fits_the_leverage_cap(
+    held: int, ordered: list[int], leverage: str
+) -> None:
+    rows = [pos("BTCUSDT", BUY, str(held), "50000", leverage)]
+    orders = [Order(f"o{i}", "BTCUSDT", BUY, D(50000), D(q)) for i, q in enumerate(ordered)]
+    e = expo(rows, orders=orders)
+    found = [c for c in evaluate_account(e, QUIET) if c.rule == Rule.ORDER_BLOCKED]
+    if not found:
+        return
+    a = account_action(found[0], e, QUIET, orders)
+    assert a is not None
+    lone_cancel = a.kind == ActionKind.CANCEL_ORDER and not a.alternatives and a.qty == 0
+    for way in (a, *a.alternatives):
+        if way.kind == ActionKind.LOWER_LEVERAGE:
+            assert way.leverage is not None
+            after = expo(
+                [pos("BTCUSDT", BUY, str(held), "50000", str(way.leverage))], orders=orders
+            )
+        elif way.kind == ActionKind.CANCEL_ORDER:
+            assert way.qty is not None
+            kept = [o if o.order_id != way.order_id else replace(o, qty=way.qty) for o in orders]
+            after = expo(rows, orders=[o for o in kept if o.qty > 0])
+        else:
+            assert way.kind == ActionKind.REDUCE_POSITION
+            assert way.qty is not None
+            cut = pos("BTCUSDT", BUY, str(D(held) - way.qty), "50000", leverage)
+            after = expo([cut], orders=orders)
+        still = [c for c in evaluate_account(after, QUIET) if c.rule == Rule.ORDER_BLOCKED]
+        if lone_cancel:  # no single step is enough: the first one takes the largest part
+            assert after.positions[0].effective_value < e.positions[0].effective_value
+        else:
+            assert not still, way

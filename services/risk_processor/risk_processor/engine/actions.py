@@ -3,7 +3,8 @@
 Computed once per published transition (raised, escalated, updated), never per event: an
 evaluation that only confirms an open alert computes nothing here. Every amount is a
 minimum that is enough once rounded: margin to add rounds up to the cent, sizes to cut
-round up to ``QTY_STEP``, leverage targets are the exact tier maxima.
+round up to ``QTY_STEP`` (one step past the level for rules that still fire at it: MM
+rate, liquidation distance), leverage targets are the exact tier maxima.
 
 The figures, rule by rule (thresholds are the rule's *clear* levels, so doing what the
 action says also resolves the alert instead of leaving it at the edge of its hysteresis):
@@ -106,6 +107,12 @@ def _qty_up(x: Decimal) -> Decimal:
     return (x / QTY_STEP).to_integral_value(rounding=ROUND_CEILING) * QTY_STEP
 
 
+def _above(x: Decimal, step: Decimal) -> Decimal:
+    """The first multiple of ``step`` strictly above ``x``: for a rule that still fires
+    at its clear level (MM rate >= level, liquidation distance <= level)."""
+    return ((x / step).to_integral_value(rounding=ROUND_FLOOR) + 1) * step
+
+
 def _closing(side: Side | None) -> Side | None:
     """The order side that reduces a position on ``side``."""
     if side is None:
@@ -130,10 +137,11 @@ def _position(exposure: AccountExposure, subject: str) -> PositionExposure | Non
     return max(found, key=lambda pe: pe.notional) if found else None
 
 
-def _cut(account: str, pe: PositionExposure, qty: Decimal) -> Action:
-    """Reduce ``pe`` by ``qty`` (rounded up, at most the whole position)."""
+def _cut(account: str, pe: PositionExposure, qty: Decimal, *, strict: bool = False) -> Action:
+    """Reduce ``pe`` by ``qty`` (rounded up, or strictly above with ``strict``; at most
+    the whole position)."""
     size = pe.position.size
-    qty = min(_qty_up(qty), size) if qty < size else size
+    qty = min(_above(qty, QTY_STEP) if strict else _qty_up(qty), size) if qty < size else size
     return Action(
         ActionKind.REDUCE_POSITION,
         account,
@@ -144,15 +152,20 @@ def _cut(account: str, pe: PositionExposure, qty: Decimal) -> Action:
     )
 
 
-def _cut_value(account: str, pe: PositionExposure, value: Decimal) -> Action:
-    return _cut(account, pe, value / pe.mark_price if pe.mark_price > 0 else pe.position.size)
+def _cut_value(
+    account: str, pe: PositionExposure, value: Decimal, *, strict: bool = False
+) -> Action:
+    qty = value / pe.mark_price if pe.mark_price > 0 else pe.position.size
+    return _cut(account, pe, qty, strict=strict)
 
 
-def _add_margin(account: str, amount: Decimal, *alternatives: Action | None) -> Action:
+def _add_margin(
+    account: str, amount: Decimal, *alternatives: Action | None, strict: bool = False
+) -> Action:
     return Action(
         ActionKind.ADD_MARGIN,
         account,
-        amount_usd=_usd_up(amount),
+        amount_usd=_above(amount, _CENT) if strict else _usd_up(amount),
         alternatives=tuple(a for a in alternatives if a is not None),
     )
 
@@ -176,8 +189,8 @@ def _mm_rate(f: Finding, e: AccountExposure, t: Thresholds) -> Action | None:
     held_mm = holder.maintenance_margin if holder is not None else None
     if holder is not None and held_mm is not None and held_mm > excess_mm and holder.table:
         kept = value_for_maintenance_margin(holder.table, held_mm - excess_mm)
-        cut = _cut_value(f.account, holder, holder.notional - kept)
-    return _add_margin(f.account, add, cut)
+        cut = _cut_value(f.account, holder, holder.notional - kept, strict=True)
+    return _add_margin(f.account, add, cut, strict=True)
 
 
 def _liquidation(f: Finding, e: AccountExposure, t: Thresholds) -> Action | None:
@@ -191,7 +204,7 @@ def _liquidation(f: Finding, e: AccountExposure, t: Thresholds) -> Action | None
     add = pe.notional * (target - distance) / HUNDRED
     size = pe.position.size
     cut = size * (ONE - distance / target) if distance > 0 else size
-    return _add_margin(f.account, add, _cut(f.account, pe, cut))
+    return _add_margin(f.account, add, _cut(f.account, pe, cut, strict=True), strict=True)
 
 
 def _adding_orders(orders: Sequence[Order], symbol: str) -> list[Order]:
@@ -240,7 +253,22 @@ def _order_blocked(f: Finding, e: AccountExposure, orders: Sequence[Order]) -> A
     if pe.position.size > 0 and excess > 0 and excess <= pe.notional:
         ways.append(_cut_value(f.account, pe, excess))
     if not ways:
-        return None
+        # No single step fits the cap (no leverage allows the value, no order or cut is
+        # large enough alone): cancel the largest adding order first; the alert stays
+        # and its next action covers the rest.
+        adding = _adding_orders(orders, symbol)
+        if not adding:
+            return _cut(f.account, pe, pe.position.size) if pe.position.size > 0 else None
+        largest = max(adding, key=lambda o: o.qty * o.price)
+        return Action(
+            ActionKind.CANCEL_ORDER,
+            f.account,
+            symbol=symbol,
+            side=largest.side,
+            qty=ZERO,
+            amount_usd=_usd(largest.qty * largest.price),
+            order_id=largest.order_id,
+        )
     return _with_alternatives(ways)
 
 
