@@ -227,6 +227,18 @@ def wire_action(a: engine.Action) -> SuggestedAction:
     )
 
 
+def _action_amounts(a: engine.Action | None) -> tuple[Decimal | None, Decimal | None]:
+    """(position value to cut, margin to add) of an action or its alternatives."""
+    reduce_usd: Decimal | None = None
+    margin_usd: Decimal | None = None
+    for way in (a, *a.alternatives) if a is not None else ():
+        if way.kind == engine.ActionKind.REDUCE_POSITION and reduce_usd is None:
+            reduce_usd = way.amount_usd
+        elif way.kind == engine.ActionKind.ADD_MARGIN and margin_usd is None:
+            margin_usd = way.amount_usd
+    return reduce_usd, margin_usd
+
+
 def _publish(
     risk: RiskBook,
     transitions: Iterable[engine.AlertTransition],
@@ -235,7 +247,8 @@ def _publish(
     now: datetime,
     cause: Cause,
     source: str,
-    options: Callable[[engine.AlertTransition], tuple[HedgeOption, ...]] | None = None,
+    options: Callable[[engine.AlertTransition, engine.Action | None], tuple[HedgeOption, ...]]
+    | None = None,
     action: Callable[[engine.AlertTransition], engine.Action | None] | None = None,
 ) -> tuple[dict[str, int], tuple[RiskAlertChanged, ...]]:
     """The transitions as events; every one but a resolve carries the computed action
@@ -245,7 +258,8 @@ def _publish(
     for t in transitions:
         n = seqs.get(t.alert_id, 0) + 1
         seqs[t.alert_id] = n
-        hedges = options(t) if options is not None and needs_hedge_options(t) else ()
+        computed = action(t) if action is not None and t.kind is not _RESOLVED else None
+        hedges = options(t, computed) if options is not None and needs_hedge_options(t) else ()
         event = alert_event(
             t,
             n=n,
@@ -255,7 +269,6 @@ def _publish(
             source=source,
             hedge_options=hedges,
         )
-        computed = action(t) if action is not None and t.kind is not _RESOLVED else None
         if computed is not None:
             event = event.model_copy(update={"action": wire_action(computed)})
         out.append(event)
@@ -297,7 +310,12 @@ def evaluate_account(
     orders = [e.order for e in state.orders.open.values()]
     wallet = state.wallet.wallet if state.wallet is not None else None
 
-    def options(t: engine.AlertTransition) -> tuple[HedgeOption, ...]:
+    def options(
+        t: engine.AlertTransition, computed: engine.Action | None
+    ) -> tuple[HedgeOption, ...]:
+        # The plan's options trade and transfer what the computed action says, so the
+        # figures the analyst ranks match the action on the alert.
+        reduce_usd, margin_usd = _action_amounts(computed)
         found = hedge_options(
             exposure,
             orders,
@@ -305,8 +323,8 @@ def evaluate_account(
             tables,
             marks,
             subject=t.subject,
-            amount_usd=t.numbers.get("reduce_by_usd"),
-            margin_usd=t.numbers.get("add_margin_usd"),
+            amount_usd=reduce_usd,
+            margin_usd=margin_usd,
         )
         return tuple(wire_hedge_option(f) for f in found)
 

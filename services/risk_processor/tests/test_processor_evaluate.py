@@ -367,6 +367,31 @@ def test_bob_blocked_at_90x_alert_event_carries_lower_to_80x_with_its_alternativ
     assert all(a.action is not None for a in result.alerts)
 
 
+def test_high_alert_plan_options_trade_and_transfer_what_the_action_says() -> None:
+    # 1 BTC long at mark 50,000, liquidation at 48,000: 4 % away, HIGH.
+    near = account("near", position("near", "BTCUSDT", Side.BUY, 1, 50000, 10, liq=48000))
+    result = evaluate_account(
+        near,
+        marks={"BTCUSDT": D(50000)},
+        tiers={},
+        config=parse_config({}),
+        now=T0,
+        cause=CAUSE,
+        source="x",
+    )
+    [liq] = [a for a in result.alerts if a.rule == "liquidation_distance"]
+    assert liq.severity.value == "HIGH"
+    assert liq.action is not None
+    [cut] = liq.action.alternatives
+    options = {o.option_id: o for o in liq.hedge_options}
+    # add more than 50,000 x (10.5 - 4) % = 3,250; or cut to 4/10.5 of the size
+    assert liq.action.amount_usd == D("3250.01")
+    assert options["add_margin"].margin_needed_usd == liq.action.amount_usd
+    assert cut.qty == D("0.620")
+    assert options["reduce"].qty == cut.qty
+    assert options["reduce"].notional_usd == cut.amount_usd
+
+
 def test_bybit_risk_id_that_differs_from_the_computed_tier_is_counted() -> None:
     table = state.apply_tiers(None, tier_table("BTCUSDT", BRIEF_BTC_TIERS))
     assert table is not None
