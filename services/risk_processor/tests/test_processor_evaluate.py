@@ -367,6 +367,40 @@ def test_bob_blocked_at_90x_alert_event_carries_lower_to_80x_with_its_alternativ
     assert all(a.action is not None for a in result.alerts)
 
 
+def test_cap_proximity_opened_early_escalates_at_96_pct_of_the_90x_cap() -> None:
+    table = state.apply_tiers(None, tier_table("BTCUSDT", BRIEF_BTC_TIERS))
+    assert table is not None
+
+    def bob(ordered: int, risk: state.RiskBook = state.EMPTY_RISK):  # type: ignore[no-untyped-def]
+        acc = account(
+            "bob",
+            position("bob", "BTCUSDT", Side.BUY, 20, 50000, 90),
+            order("bob", "BTCUSDT", "o1", Side.BUY, ordered, 50000),
+        )
+        return evaluate_account(
+            AccountState("bob", acc.positions, acc.orders, None, risk),
+            marks={"BTCUSDT": D(50000)},
+            tiers={"BTCUSDT": table},
+            config=parse_config({}),
+            now=T0,
+            cause=CAUSE,
+            source="x",
+        )
+
+    # 1 M held + 1 M ordered: 77 % of 2.6 M, but the next 1 M order would be rejected.
+    first = bob(20)
+    [warn] = [a for a in first.alerts if a.rule == "tier_cap_proximity"]
+    assert (warn.transition.value, warn.severity.value) == ("raised", "WARNING")
+    assert warn.action is not None
+    assert describe_action(warn.action) == "lower BTCUSDT leverage to 80× or less"
+    # 2.5 M: 96 % of the cap. The open alert escalates instead of staying silent.
+    second = bob(30, first.risk)
+    [high] = [a for a in second.alerts if a.rule == "tier_cap_proximity"]
+    assert (high.transition.value, high.severity.value) == ("escalated", "HIGH")
+    assert high.alert_id == warn.alert_id
+    assert high.numbers["cap_utilization"] == D(2_500_000) / D(2_600_000)
+
+
 def test_high_alert_plan_options_trade_and_transfer_what_the_action_says() -> None:
     # 1 BTC long at mark 50,000, liquidation at 48,000: 4 % away, HIGH.
     near = account("near", position("near", "BTCUSDT", Side.BUY, 1, 50000, 10, liq=48000))
