@@ -14,6 +14,7 @@ from riskwatch_common.render import (
     base_coin,
     deadline,
     describe_action,
+    figure,
     leverage,
     percent,
     price,
@@ -220,3 +221,26 @@ def test_an_action_on_another_account_than_the_alerts_names_it() -> None:
     assert describe_action(margin, alert_account="portfolio") == (
         "add at least 100 USDT margin to bob"
     )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule", "expected"),
+    [
+        ("cap_utilization", D("0.96153846153846153846"), "", "96.2%"),
+        ("account_mm_rate", D("0.517027"), "", "51.7%"),
+        ("liq_distance_pct", D("4.7619047619"), "", "4.8%"),
+        ("mark_price", D("67500.123456"), "", "67,500.12"),
+        ("size", D("5.71428571428571428571428571"), "", "5.71"),
+        ("max_leverage_allowing", D("80.0000"), "", "80×"),
+        ("positions", D(4), "", "4"),
+        ("net", D("49586.4123"), "", "49,586 USD"),
+        ("leverage_cap", D(2600000), "", "2,600,000 USD"),
+        ("value", D("0.5"), "account_mm_rate", "50%"),
+        ("value", D("4.76"), "liquidation_distance", "4.8%"),
+        ("threshold", D(10000), "net_exposure_usd", "10,000 USD"),
+    ],
+)
+def test_alert_numbers_read_by_their_kind(
+    key: str, value: Decimal, rule: str, expected: str
+) -> None:
+    assert figure(key, value, rule) == expected

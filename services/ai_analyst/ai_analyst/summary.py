@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from riskwatch_common.contracts import AlertTransition, HedgeOption, PlanOption, RiskAlertChanged
-from riskwatch_common.render import describe_action, rule_name
+from riskwatch_common.render import describe_action, figure, rule_name
 from riskwatch_common.text import escape, format_number, sanitize
 
 TEXT_LIMIT = 300
@@ -36,8 +36,13 @@ def suggested_action(alert: RiskAlertChanged) -> str:
     return f"none computed; check {_target(alert)} against the numbers"
 
 
-def numbers_line(numbers: Mapping[str, Decimal], limit: int = MAX_NUMBERS_SHOWN) -> str:
-    return ", ".join(f"{k}={format_number(v)}" for k, v in list(numbers.items())[:limit])
+def numbers_line(
+    numbers: Mapping[str, Decimal], rule: str = "", limit: int = MAX_NUMBERS_SHOWN
+) -> str:
+    """The first ``limit`` numbers, each read by its kind (``render.figure``)."""
+    return ", ".join(
+        f"{k.replace('_', ' ')} {figure(k, v, rule)}" for k, v in list(numbers.items())[:limit]
+    )
 
 
 def deterministic_summary(alert: RiskAlertChanged, limit: int = TEXT_LIMIT) -> str:
@@ -51,7 +56,7 @@ def deterministic_summary(alert: RiskAlertChanged, limit: int = TEXT_LIMIT) -> s
     )
     parts = [head, f"<b>Action:</b> {escape(suggested_action(alert))}."]
     if alert.numbers:
-        parts.append(f"<code>{escape(numbers_line(alert.numbers))}</code>")
+        parts.append(f"<code>{escape(numbers_line(alert.numbers, alert.rule))}</code>")
     if alert.reason:
         parts.append(escape(alert.reason))
     return sanitize("\n".join(parts), limit)

@@ -58,7 +58,23 @@ def test_deterministic_summary_has_rule_severity_numbers_and_action(make_alert: 
     text = deterministic_summary(make_alert(severity=Severity.HIGH))
     assert text.startswith("<b>HIGH Net exposure</b> main/BTCUSDT (raised)")
     assert "<b>Action:</b> reduce net exposure on main by at least 2,500 USD." in text
-    assert "<code>value=12,500, threshold=10,000</code>" in text
+    assert "<code>value 12,500 USD, threshold 10,000 USD</code>" in text
+
+
+def test_deterministic_summary_reads_fractions_as_percentages_not_raw_decimals(
+    make_alert: Any,
+) -> None:
+    alert = make_alert(
+        rule="tier_cap_proximity",
+        numbers={
+            "cap_utilization": Decimal("0.96153846153846153846"),
+            "leverage_cap": Decimal(2600000),
+            "lifting_leverage": Decimal(80),
+        },
+    )
+    text = deterministic_summary(alert)
+    assert "<code>cap utilization 96.2%, leverage cap 2,600,000 USD, lifting leverage 80×" in text
+    assert "0.9615" not in text
     assert_valid_telegram_html(text)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "base_coin",
     "deadline",
     "describe_action",
+    "figure",
     "leverage",
     "percent",
     "price",
@@ -61,6 +62,51 @@ RULE_NAMES: dict[str, str] = {
     "bybit_system_adjustment": "Bybit system adjustment",
     "platform_risk_change": "Bybit risk-limit change",
 }
+
+
+# How the risk processor's alert numbers (``RiskAlertChanged.numbers``) read, by key.
+_FRACTION_KEYS = frozenset(
+    {
+        "account_mm_rate",
+        "net_share",
+        "buy_share",
+        "same_side_share",
+        "cap_utilization",
+        "tier_mmr",
+        "old_mmr",
+        "new_mmr",
+        "old_imr",
+        "new_imr",
+        "new_mm_rate",
+    }
+)
+_POINTS_KEYS = frozenset({"liq_distance_pct"})
+_PRICE_KEYS = frozenset({"mark_price", "liq_price", "new_liq_price"})
+_SIZE_KEYS = frozenset({"size", "size_reduction"})
+_LEVERAGE_KEYS = frozenset(
+    {
+        "leverage",
+        "tier_max_leverage",
+        "old_max_leverage",
+        "new_max_leverage",
+        "max_leverage_allowing",
+        "max_leverage_allowed",
+        "lifting_leverage",
+    }
+)
+_COUNT_KEYS = frozenset({"positions", "accounts_missing"})
+# ``value`` / ``threshold`` are in the rule's own units.
+_FRACTION_RULES = frozenset(
+    {
+        "account_mm_rate",
+        "net_exposure_share",
+        "direction_bias",
+        "correlation_risk",
+        "tier_cap_proximity",
+    }
+)
+_POINTS_RULES = frozenset({"liquidation_distance"})
+_USD_RULES = frozenset({"net_exposure_usd", "unrealized_loss", "order_blocked_by_leverage"})
 
 
 def _plain(value: Decimal) -> str:
@@ -161,6 +207,33 @@ def deadline(at: datetime, tz: tzinfo = UTC) -> str:
     """``Mon 14 Dec 09:00`` in ``tz`` (the zone the reader's messages are shown in)."""
     local = at.astimezone(tz)
     return f"{local:%a} {local.day} {local:%b %H:%M}"
+
+
+def figure(key: str, value: Decimal, rule: str = "") -> str:
+    """One alert number (``RiskAlertChanged.numbers[key]``) as people read it: fractions
+    as percentages, prices, sizes, leverage, counts, and USD amounts for the rest;
+    ``value`` and ``threshold`` in the units of ``rule``."""
+    if key in ("value", "threshold"):
+        if rule in _FRACTION_RULES:
+            return percent(value)
+        if rule in _POINTS_RULES:
+            return percent(value / _HUNDRED)
+        if rule in _USD_RULES:
+            return usd(value)
+        return price(value)
+    if key in _FRACTION_KEYS:
+        return percent(value)
+    if key in _POINTS_KEYS:
+        return percent(value / _HUNDRED)
+    if key in _PRICE_KEYS:
+        return price(value)
+    if key in _SIZE_KEYS:
+        return size(value)
+    if key in _LEVERAGE_KEYS:
+        return leverage(value)
+    if key in _COUNT_KEYS:
+        return _plain(value.quantize(_ONE))
+    return usd(value)
 
 
 def rule_name(rule: str) -> str:
