@@ -375,15 +375,18 @@ def portfolio_readiness(
     now: datetime,
     started: datetime | None,
     resynced: Set[str] | None = None,
+    known: Set[str] = frozenset(),
 ) -> engine.Readiness:
     """Whether the portfolio rules may run (``engine.portfolio_readiness``).
 
-    Loaded means completed its first resync when the shell passes ``resynced`` (the
-    accounts whose ingestor sent ``AccountStatusChanged`` status ``resynced``), else
-    evaluated at least once. The warm-up runs from ``started``, the portfolio's first
-    evaluation (kept in its risk book, so a restart does not start it again).
+    Expected are the configured accounts plus ``known``, the accounts the shell has seen
+    report a link status (``AccountStatusChanged``), so an unconfigured deployment still
+    waits for every account that connected. Loaded means completed its first resync when
+    the shell passes ``resynced`` (status ``resynced`` seen), else evaluated at least
+    once. The warm-up runs from ``started``, the portfolio's first evaluation (kept in its
+    risk book, so a restart does not start it again).
     """
-    expected = config.portfolio_accounts
+    expected = config.portfolio_accounts | known
     if not expected:
         return engine.READY
     loaded = resynced if resynced is not None else accounts.keys()
@@ -399,6 +402,7 @@ def evaluate_portfolio(
     cause: Cause,
     source: str,
     resynced: Set[str] | None = None,
+    known: Set[str] = frozenset(),
 ) -> PortfolioEvaluation:
     """The portfolio across every account's latest exposure, with portfolio-level rules.
 
@@ -408,7 +412,7 @@ def evaluate_portfolio(
     exposure = engine.portfolio_exposure([accounts[name].exposure for name in sorted(accounts)])
     if risk.warmup_started is None:
         risk = replace(risk, warmup_started=now)
-    ready = portfolio_readiness(accounts, config, now, risk.warmup_started, resynced)
+    ready = portfolio_readiness(accounts, config, now, risk.warmup_started, resynced, known)
     if not ready.ready:
         return PortfolioEvaluation(exposure=exposure, risk=risk, alerts=())
     candidates = engine.evaluate_portfolio(

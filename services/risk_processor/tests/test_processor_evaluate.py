@@ -149,6 +149,19 @@ def test_portfolio_rules_wait_for_every_expected_account_or_say_who_is_missing()
     [net] = [a for a in full.alerts if a.rule == "net_exposure_usd"]
     assert net.numbers["net"] == D(46630)
     assert "warm-up" not in net.reason
+    # Without configured accounts, the accounts that reported a link status are expected.
+    bare = parse_config({"thresholds": {"net_exposure_usd": 10000}})
+    waiting = evaluate_portfolio(
+        three,
+        state.EMPTY_RISK,
+        config=bare,
+        now=T0,
+        cause=CAUSE,
+        source="rp",
+        resynced={"main"},
+        known={"main", "sub_trading", "sub_hedge"},
+    )
+    assert waiting.alerts == ()
     # The warm-up start survives the changelog (a restart does not restart it).
     assert state.risk_from_json(state.risk_to_json(early.risk)).warmup_started == T0
 
