@@ -138,6 +138,18 @@ def test_bob_at_2m_of_the_90x_cap_is_told_the_leverage_that_allows_the_next_orde
     assert (a.kind, a.symbol, a.leverage) == (ActionKind.LOWER_LEVERAGE, "BTCUSDT", D(80))
 
 
+def test_near_the_top_tiers_cap_that_no_leverage_lifts_cuts_back_under_the_warning() -> None:
+    # 80x allows 3.2 M, the top tier: no leverage allows more. 3.1 M is 96.9 %; the alert
+    # clears under 80 % less 5 % of it (76 %): keep under 2,432,000, cut more than 668,000.
+    a = action_of(expo([pos("BTCUSDT", BUY, "62", "50000", "80")]), Rule.TIER_CAP_PROXIMITY)
+    assert (a.kind, a.side, a.qty, a.amount_usd) == (
+        ActionKind.REDUCE_POSITION,
+        SELL,
+        D("13.361"),
+        D("668050"),
+    )
+
+
 def test_near_a_tier_limit_that_only_raises_margin_says_watch() -> None:
     a = action_of(expo([pos("BTCUSDT", BUY, "17", "50000", "10")]), Rule.TIER_CAP_PROXIMITY)
     assert (a.kind, a.symbol) == (ActionKind.MONITOR, "BTCUSDT")

@@ -276,16 +276,20 @@ def _with_alternatives(ways: Sequence[Action]) -> Action:
     return replace(ways[0], alternatives=tuple(ways[1:]))
 
 
-def _cap_proximity(f: Finding, e: AccountExposure) -> Action | None:
+def _cap_proximity(f: Finding, e: AccountExposure, t: Thresholds) -> Action | None:
     pe = next((p for p in e.positions if p.position.symbol == f.subject), None)
     if pe is None:
         return None
     cap = pe.leverage_cap
-    leverage_bound = cap is not None and pe.tier is not None and cap <= pe.tier.risk_limit_value
-    if leverage_bound:
+    if cap is not None and pe.tier is not None and cap <= pe.tier.risk_limit_value:
         lifting = lifting_leverage(pe)
         if lifting is not None:
             return Action(ActionKind.LOWER_LEVERAGE, f.account, symbol=f.subject, leverage=lifting)
+        # No leverage allows more: the cap is final. Get back under the warning level.
+        excess = pe.effective_value - t.clear.cap_floor * cap
+        if pe.position.size > 0 and ZERO < excess <= pe.notional:
+            return _cut_value(f.account, pe, excess, strict=True)
+    # Near a tier limit only the next tier's higher margin applies: nothing is blocked.
     return Action(ActionKind.MONITOR, f.account, symbol=f.subject)
 
 
@@ -403,7 +407,7 @@ def account_action(
     if rule == Rule.ORDER_BLOCKED:
         return _order_blocked(f, exposure, orders)
     if rule == Rule.TIER_CAP_PROXIMITY:
-        return _cap_proximity(f, exposure)
+        return _cap_proximity(f, exposure, t)
     if rule == Rule.TIER_MOVED_UP:
         return _tier_moved(f, exposure)
     if rule == Rule.PLATFORM_RISK_CHANGE:
