@@ -57,6 +57,8 @@ class Worker:
             **kafka.as_env(),
             "RISK_PROCESSOR_HTTP_PORT": str(self.port),
             "RISK_PROCESSOR_DATA_DIR": str(data_dir),
+            # the alerts counted are net_exposure_usd, whose USD limit is opt-in
+            "RISK_PROCESSOR_NET_EXPOSURE_LIMIT_USD": "10000",
             "LOG_FORMAT": "console",
         }
         self.log = log
@@ -218,7 +220,7 @@ async def test_a_transition_already_on_the_alerts_topic_is_not_published_again(
         reason="net exposure 20,000.00 USD is above 10,000.00 USD",
     )
     await publish_raw(kafka, ALERTS, "dup", encode(before_crash))
-    async with running(kafka, tmp_path):
+    async with running(kafka, tmp_path, net_exposure_limit_usd=Decimal(10000)):
         await publish(
             kafka, [mark("ETHUSDT", 4000), position("dup", "ETHUSDT", Side.BUY, 5, 4000, 5)]
         )

@@ -100,6 +100,13 @@ def _diagnosis(exc: AssertionError, alerts: list[RiskAlertChanged], ws: list[Wor
     return f"{exc}; missing net_exposure_usd for {missing[:20]}...; worker logs:\n{logs}"
 
 
+def _worker(kafka: KafkaSettings, data_dir: Path, log: Path, instance: str) -> Worker:
+    w = Worker(kafka, data_dir, log, instance=instance)
+    # the alerts counted are net_exposure_usd, whose USD limit is opt-in
+    w.env["RISK_PROCESSOR_NET_EXPOSURE_LIMIT_USD"] = "10000"
+    return w
+
+
 async def test_two_workers_share_the_accounts_and_a_sigkill_and_a_rejoin_lose_and_repeat_no_alert(
     kafka: KafkaSettings, tmp_path: Path, workers: list[Worker], broker_kind: str
 ) -> None:
@@ -109,8 +116,8 @@ async def test_two_workers_share_the_accounts_and_a_sigkill_and_a_rejoin_lose_an
             "that keeps reading the GlobalTable changelogs through a rebalance is then past "
             "that 'end', and Faust's recovery stops with ConsistencyError"
         )
-    a = Worker(kafka, tmp_path / "a", tmp_path / "a.log", instance="a")
-    b = Worker(kafka, tmp_path / "b", tmp_path / "b.log", instance="b")
+    a = _worker(kafka, tmp_path / "a", tmp_path / "a.log", "a")
+    b = _worker(kafka, tmp_path / "b", tmp_path / "b.log", "b")
     workers.extend([a, b])
     a.start()
     await a.ready()
@@ -139,7 +146,7 @@ async def test_two_workers_share_the_accounts_and_a_sigkill_and_a_rejoin_lose_an
         raise AssertionError(_diagnosis(exc, await _alerts(kafka), workers)) from None
 
     # Wave 2 while B comes back: the rebalance moves partitions from A to B mid-stream.
-    b2 = Worker(kafka, tmp_path / "b", tmp_path / "b2.log", instance="b")
+    b2 = _worker(kafka, tmp_path / "b", tmp_path / "b2.log", "b")
     workers.append(b2)
     b2.start()
     await wait_until(lambda: _http_up(b2), timeout=30, message="rejoining worker up")
