@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 
 import orjson
@@ -56,7 +57,9 @@ async def test_growing_4_to_12_partitions_keeps_state_and_publishes_no_alert_aga
     )
     new = old.model_copy(update={"topic_partitions": 12})
     await ensure_topics(old, ALL_TOPICS)
-    async with running(old, tmp_path / "old"):
+    # the alerts are net_exposure_usd, whose USD limit is opt-in
+    limit = {"net_exposure_limit_usd": Decimal(10000)}
+    async with running(old, tmp_path / "old", **limit):
         await publish(old, [mark("ETHUSDT", 4000)])
         await publish(old, [position(a, "ETHUSDT", Side.BUY, 5, 4000, 5) for a in ACCOUNTS])
 
@@ -74,7 +77,7 @@ async def test_growing_4_to_12_partitions_keeps_state_and_publishes_no_alert_aga
     assert copied["positions"] == len(ACCOUNTS)
     assert copied["risk"] == len(ACCOUNTS)
 
-    async with running(new, tmp_path / "new", app_id="risk-processor-p12") as proc:
+    async with running(new, tmp_path / "new", app_id="risk-processor-p12", **limit) as proc:
         for a in ACCOUNTS:
             assert proc.positions.get(a)["ETHUSDT|0"].position.size == 5
             assert proc.risk.get(a).alerts, a
