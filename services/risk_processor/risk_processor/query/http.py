@@ -22,7 +22,7 @@ from pydantic import SecretStr, ValidationError
 from risk_processor.engine import Side
 from risk_processor.engine.whatif import WhatIfError, what_if
 from risk_processor.query import views as v
-from risk_processor.query.live import LiveState, NotOwned, UnknownAccount
+from risk_processor.query.live import LiveState, NotOwned, NotReady, UnknownAccount
 from risk_processor.query.models import AccountList, AlertList, Exposures, WhatIfRequest
 from risk_processor.query.openapi import document
 from riskwatch_common.clock import Clock, utc_now
@@ -133,6 +133,8 @@ def routes(
             inputs = state.account_inputs(ask.account, ask.symbol)
         except NotOwned as exc:
             return problem(503, str(exc), partition=exc.partition)
+        except NotReady as exc:
+            return problem(503, str(exc))
         except UnknownAccount as exc:
             return problem(404, str(exc))
         portfolio = state.views().get(v.exposure_key(PORTFOLIO_KEY))

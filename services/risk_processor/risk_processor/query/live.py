@@ -30,6 +30,13 @@ class NotOwned(Exception):
         self.partition = partition
 
 
+class NotReady(Exception):
+    """The worker is joining the group or recovering its tables: it cannot tell yet."""
+
+    def __init__(self) -> None:
+        super().__init__("the processor is starting (joining the group or recovering tables)")
+
+
 class UnknownAccount(Exception):
     def __init__(self, account: str) -> None:
         super().__init__(f"no state for account {account!r}")
@@ -51,7 +58,7 @@ class LiveState(Protocol):
     def views(self) -> Mapping[str, bytes]: ...
 
     def account_inputs(self, account: str, symbol: str) -> AccountInputs:
-        """Raises ``NotOwned`` or ``UnknownAccount``."""
+        """Raises ``NotReady``, ``NotOwned`` or ``UnknownAccount``."""
         ...
 
 
@@ -66,6 +73,8 @@ class ProcessorState:
 
     def account_inputs(self, account: str, symbol: str) -> AccountInputs:
         p = self._p
+        if not p.ready:
+            raise NotReady
         partition = p.published.partition_for(account)
         topic = p.names[ACCOUNT_EVENTS.name]
         owned = {tp.partition for tp in p.app.consumer.assignment() if tp.topic == topic}

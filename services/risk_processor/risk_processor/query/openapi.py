@@ -138,7 +138,9 @@ def document() -> dict[str, Any]:
                     ),
                     "413": _problem("Body too large."),
                     "422": _problem("Invalid request, naming the field."),
-                    "503": _problem("Another worker owns the account's partition (named)."),
+                    "503": _problem(
+                        "Starting, or another worker owns the account's partition (named)."
+                    ),
                     **_UNAUTHORIZED,
                 },
             }
