@@ -139,3 +139,15 @@ async def test_what_if_on_the_simulator_reproduces_bobs_90x_example(live: dict[s
     assert status == 200
     assert at_80["rejected"] is False
     assert D(at_80["leverage_cap"]) == 3_200_000
+
+    # the trader's command says the same, in words
+    done = cli(base, "what-if", "--account", "bob", "--symbol", "BTCUSDT", "--side", "Buy",
+               "--qty", "20", "--price", "50000")  # fmt: skip
+    print(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert "REJECTED at 90x: $3.00M of positions and orders > $2.60M allowed" in done.stdout
+    assert "fix: lower leverage to 80x or less (allows $3.20M)" in done.stdout
+    watch = cli(base, "watch", "--count", "1")
+    print(watch.stdout)
+    assert watch.returncode == 0, watch.stderr
+    assert "bob" in watch.stdout
