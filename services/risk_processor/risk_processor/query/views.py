@@ -136,13 +136,19 @@ def alert_doc(state: Mapping[str, Any]) -> Alert:
         reason=state["reason"],
         numbers={k: D(v) for k, v in state.get("numbers", {}).items()},
         display=AlertDisplay(
-            headline=f"{state['severity']} {state['account']} {rule.replace('_', ' ')}"
-            f" {state['subject']}",
+            headline=_headline(state),
             value=_figure(rule, value),
             threshold=_figure(rule, threshold),
             since=raised.strftime("%H:%M:%S UTC"),
         ),
     )
+
+
+def _headline(state: Mapping[str, Any]) -> str:
+    """``HIGH sub_trading liquidation distance SOLUSDT``: severity, account, what, where."""
+    subject = str(state["subject"])
+    where = "" if subject in ("account", PORTFOLIO_KEY) else f" {subject}"
+    return f"{state['severity']} {state['account']} {str(state['rule']).replace('_', ' ')}{where}"
 
 
 def _figure(rule: str, x: Decimal) -> str:
