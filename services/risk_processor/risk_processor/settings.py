@@ -91,6 +91,12 @@ class RiskProcessorSettings(ServiceSettings):
         default=4096, ge=0, description="Event ids remembered per worker for duplicate drops."
     )
 
+    @field_validator("query_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, token: object) -> object:
+        # `RISK_PROCESSOR_QUERY_TOKEN=` (a copied .env.example, compose's ${...:-}) means unset
+        return None if isinstance(token, str) and not token.strip() else token
+
     @field_validator("query_token", mode="after")
     @classmethod
     def _token_beyond_loopback(
