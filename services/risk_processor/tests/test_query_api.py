@@ -300,3 +300,18 @@ def test_binding_beyond_loopback_without_a_token_stops_startup_naming_the_variab
     monkeypatch.setenv("RISK_PROCESSOR_HTTP_HOST", "127.0.0.1")
     monkeypatch.delenv("RISK_PROCESSOR_QUERY_TOKEN")
     assert load_settings(RiskProcessorSettings).query_token is None
+
+
+async def test_an_open_stream_does_not_hold_up_the_server_when_it_stops() -> None:
+    state = demo_state()
+    loop = asyncio.get_running_loop()
+    session = aiohttp.ClientSession()
+    try:
+        # aiohttp's default shutdown timeout: the server would wait 60 s for the stream
+        async with serving(state, shutdown_timeout=60) as base:
+            resp = await session.get(f"{base}/v1/stream")
+            await asyncio.wait_for(read_events(resp, 1), 5)
+            stopping_at = loop.time()
+        assert loop.time() - stopping_at < 5
+    finally:
+        await session.close()

@@ -179,7 +179,10 @@ def routes(
         last: dict[str, bytes] | None = None
         quiet_since = loop.time()
         try:
-            while True:
+            # aiohttp waits up to its shutdown timeout (60 s) for open handlers: a stream
+            # ends when the service stops, or when the server marks its connection for
+            # closing (the private flag is read defensively: no flag, no early end).
+            while not state.closing() and not getattr(request.protocol, "_force_close", False):
                 table = state.views()
                 current = {
                     k: b
@@ -195,10 +198,11 @@ def routes(
                     await response.write(b": keep-alive\n\n")
                     quiet_since = loop.time()
                 await asyncio.sleep(stream_poll_s)
-        except (ConnectionResetError, ConnectionError):
-            return response
+        except ConnectionError:
+            pass  # the client went away
         finally:
             streams.discard(task)
+        return response
 
     async def index(_: web.Request) -> web.Response:
         return web.Response(body=page, content_type="text/html", charset="utf-8")

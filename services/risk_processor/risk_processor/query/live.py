@@ -57,6 +57,10 @@ class AccountInputs:
 class LiveState(Protocol):
     def views(self) -> Mapping[str, bytes]: ...
 
+    def closing(self) -> bool:
+        """The service is stopping: open streams end, so the HTTP server stops at once."""
+        ...
+
     def account_inputs(self, account: str, symbol: str) -> AccountInputs:
         """Raises ``NotReady``, ``NotOwned`` or ``UnknownAccount``."""
         ...
@@ -70,6 +74,9 @@ class ProcessorState:
 
     def views(self) -> Mapping[str, bytes]:
         return self._p.views  # type: ignore[no-any-return]
+
+    def closing(self) -> bool:
+        return bool(self._p.app.should_stop)
 
     def account_inputs(self, account: str, symbol: str) -> AccountInputs:
         p = self._p

@@ -136,9 +136,13 @@ class FakeState:
     views_: dict[str, bytes] = field(default_factory=dict)
     inputs: dict[str, AccountInputs] = field(default_factory=dict)
     elsewhere: dict[str, int] = field(default_factory=dict)
+    stopping: bool = False
 
     def views(self) -> Mapping[str, bytes]:
         return self.views_
+
+    def closing(self) -> bool:
+        return self.stopping
 
     def account_inputs(self, account: str, symbol: str) -> AccountInputs:
         if account in self.elsewhere:
@@ -184,7 +188,12 @@ def demo_state() -> FakeState:
 
 @contextlib.asynccontextmanager
 async def serving(
-    state: Any, *, token: str | None = None, clock: Clock | None = None, poll_s: float = 0.05
+    state: Any,
+    *,
+    token: str | None = None,
+    clock: Clock | None = None,
+    poll_s: float = 0.05,
+    shutdown_timeout: float = 1.0,
 ) -> AsyncIterator[str]:
     """The query API's routes over ``state`` on a free local port; yields the base URL."""
     app = web.Application()
@@ -196,7 +205,7 @@ async def serving(
             stream_poll_s=poll_s,
         )
     )
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
