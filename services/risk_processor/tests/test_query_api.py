@@ -315,3 +315,23 @@ async def test_an_open_stream_does_not_hold_up_the_server_when_it_stops() -> Non
         assert loop.time() - stopping_at < 5
     finally:
         await session.close()
+
+
+@pytest.mark.parametrize(
+    ("rule", "value", "shown"),
+    [
+        ("tier_cap_proximity", "0.95", "95.0%"),
+        ("account_mm_rate", "0.517", "51.7%"),
+        ("liquidation_distance", "4.99", "4.9%"),
+        ("unrealized_loss", "-1430.95", "-$1,431"),
+        ("order_blocked_by_leverage", "3000000", "3000000"),
+    ],
+)
+async def test_alert_values_are_shown_in_their_rules_unit(
+    rule: str, value: str, shown: str
+) -> None:
+    state = FakeState()
+    state.put_alerts("main", [alert_state("main", rule, value=value)])
+    async with serving(state) as base:
+        _, body = await get(f"{base}/v1/alerts")
+    assert body["alerts"][0]["display"]["value"] == shown

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from risk_processor.engine.rules import Rule
 from risk_processor.engine.whatif import WhatIf as EngineWhatIf
 from risk_processor.query.models import (
     AccountDisplay,
@@ -151,13 +152,26 @@ def _headline(state: Mapping[str, Any]) -> str:
     return f"{state['severity']} {state['account']} {str(state['rule']).replace('_', ' ')}{where}"
 
 
+_PERCENT_POINTS = frozenset({Rule.LIQUIDATION_DISTANCE})
+_FRACTIONS = frozenset(
+    {
+        Rule.ACCOUNT_MM_RATE,
+        Rule.NET_EXPOSURE_SHARE,
+        Rule.DIRECTION_BIAS,
+        Rule.CORRELATION_RISK,
+        Rule.TIER_CAP_PROXIMITY,
+    }
+)
+_USD = frozenset({Rule.NET_EXPOSURE_USD, Rule.UNREALIZED_LOSS})
+
+
 def _figure(rule: str, x: Decimal) -> str:
-    """An alert's value as people read it: percents for distances and rates, else USD."""
-    if "distance" in rule:
+    """An alert's value as people read it, in the unit of its rule (plain when unknown)."""
+    if rule in _PERCENT_POINTS:
         return distance(x)
-    if "rate" in rule or "share" in rule or "bias" in rule or "correlation" in rule:
+    if rule in _FRACTIONS:
         return pct(x)
-    if rule.startswith("tier") or rule.endswith("usd") or "loss" in rule or "pnl" in rule:
+    if rule in _USD:
         return usd(x)
     return f"{x.normalize():f}"
 
