@@ -2,8 +2,10 @@
 ``exposure``, ``alerts`` and ``what-if``.
 
 URL and token come from ``RISKWATCH_API_URL`` (default http://127.0.0.1:8082) and
-``RISKWATCH_API_TOKEN`` (required when the API listens beyond loopback); ``--url``
-overrides the first. The token is never taken on the command line (shell history, ps).
+``RISKWATCH_API_TOKEN`` (required when the API listens beyond loopback; else the
+processor's own ``RISK_PROCESSOR_QUERY_TOKEN``, as ``riskwatch init`` writes it to .env);
+``--env-file`` fills what the environment lacks, ``--url`` overrides the URL. The token is
+never taken on the command line (shell history, ps).
 Every command takes ``--json``: the API's document as it came, for scripts.
 """
 
@@ -11,19 +13,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from riskwatch_cli.doctor import load_env_file
 from riskwatch_common.settings import ConfigError, load_settings
 
 TIMEOUT = aiohttp.ClientTimeout(total=15)
@@ -36,7 +41,10 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RISKWATCH_API_", frozen=True, extra="ignore")
 
     url: str = Field(default="http://127.0.0.1:8082", pattern=r"^https?://[^\s/]+")
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RISKWATCH_API_TOKEN", "RISK_PROCESSOR_QUERY_TOKEN"),
+    )
 
 
 class ApiError(Exception):
@@ -332,6 +340,8 @@ def _runner(
 ) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
+            if args.env_file is not None:
+                load_env_file(args.env_file, os.environ)  # type: ignore[arg-type]
             settings = load_settings(ApiSettings)
         except ConfigError as exc:
             print(f"riskwatch {args.command}: {exc}", file=sys.stderr)
@@ -354,6 +364,9 @@ def add_parsers(sub: Any) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", help="query API base URL (else RISKWATCH_API_URL)")
         p.add_argument("--json", action="store_true", help="the API's JSON document")
+        p.add_argument(
+            "--env-file", type=Path, help="fills variables the environment lacks (e.g. .env)"
+        )
 
     w = sub.add_parser("watch", help="live table per account and the portfolio")
     common(w)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ async def riskwatch(
 ) -> tuple[int, str, str]:
     env = {**os.environ, "RISKWATCH_API_URL": base, "COLUMNS": "160", "NO_COLOR": "1"}
     env.pop("RISKWATCH_API_TOKEN", None)
+    env.pop("RISK_PROCESSOR_QUERY_TOKEN", None)
     if token:
         env["RISKWATCH_API_TOKEN"] = token
     proc = await asyncio.create_subprocess_exec(
@@ -107,3 +109,12 @@ async def test_without_the_token_the_command_says_which_variable_to_set() -> Non
     assert "set RISKWATCH_API_TOKEN" in err
     assert unreachable[0] == 1
     assert "cannot reach the query API at http://127.0.0.1:9" in unreachable[2]
+
+
+async def test_the_token_riskwatch_init_wrote_to_env_is_read_with_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(f"# written by riskwatch init\nRISK_PROCESSOR_QUERY_TOKEN={TOKEN}\n")
+    async with serving(demo_state(), token=TOKEN) as base:
+        code, out, err = await riskwatch(base, "alerts", "--env-file", str(env_file), token=None)
+    assert code == 0, err
+    assert "net_exposure_usd" in out
