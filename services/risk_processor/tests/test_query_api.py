@@ -126,8 +126,13 @@ async def test_alerts_carry_current_values_worst_first() -> None:
     assert body["count"] == 3
     first = body["alerts"][0]
     assert (first["account"], first["severity"], first["value"]) == ("sub_trading", "HIGH", "4.2")
-    assert first["display"]["value"] == "4.2%"
+    # the figure now, from the account's latest snapshot (SOLUSDT is 40.1 % away there)
+    assert first["current"] == "40.1"
+    assert first["display"]["value"] == "40.1%"
+    main = next(a for a in body["alerts"] if a["account"] == "main")
+    assert (main["value"], main["current"]) == ("52600", "52600")  # |net|
     assert [a["account"] for a in only["alerts"]] == ["portfolio"]
+    assert only["alerts"][0]["current"] == "46630"
 
 
 async def test_what_if_reproduces_bobs_90x_example() -> None:

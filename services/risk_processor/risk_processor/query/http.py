@@ -116,7 +116,10 @@ def routes(
         return _json(v.exposure_doc(orjson.loads(body)))
 
     async def alerts(request: web.Request) -> web.Response:
-        found = v.sorted_alerts(v.alert_states(state.views(), request.query.get("account")))
+        table = state.views()
+        found = v.sorted_alerts(
+            v.alert_states(table, request.query.get("account")), v.snapshots(table)
+        )
         return _json(AlertList(alerts=found, count=len(found)))
 
     async def post_what_if(request: web.Request) -> web.Response:

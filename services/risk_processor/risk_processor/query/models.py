@@ -131,7 +131,12 @@ class Alert(_Doc):
     notified_severity: Severity
     raised_at: AwareDatetime
     updated_at: AwareDatetime
-    value: Decimal
+    value: Decimal = Field(description="The rule's figure at the alert's last change.")
+    current: Decimal | None = Field(
+        description="The rule's figure in the account's latest snapshot, for the rules whose "
+        "figure the snapshot holds (net exposure, its share, UPL, MM rate, liquidation "
+        "distance); display.value shows it when known."
+    )
     threshold: Decimal
     reason: str
     numbers: dict[str, Decimal]

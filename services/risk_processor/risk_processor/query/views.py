@@ -118,9 +118,37 @@ def alert_states(views: Mapping[str, bytes], account: str | None = None) -> list
 # --------------------------------------------------------------------------- documents
 
 
-def alert_doc(state: Mapping[str, Any]) -> Alert:
+def _subject_of(p: Mapping[str, Any]) -> str:
+    """``position_subject`` of a wire position: the symbol, with the side in hedge mode."""
+    idx = int(p.get("position_idx", 0))
+    return str(p["symbol"]) if idx == 0 else f"{p['symbol']}:{'Buy' if idx == 1 else 'Sell'}"
+
+
+def current_value(rule: str, subject: str, snap: Mapping[str, Any] | None) -> Decimal | None:
+    """The figure ``rule`` compares, as it stands in ``snap`` (the rules' own definitions:
+    |net|, |net share|, UPL, MM rate, the subject position's liquidation distance)."""
+    if snap is None:
+        return None
+    if rule == Rule.NET_EXPOSURE_USD:
+        return abs(D(snap["net"]))
+    if rule == Rule.NET_EXPOSURE_SHARE:
+        share = _dec(snap.get("net_share_of_equity"))
+        return None if share is None else abs(share)
+    if rule == Rule.UNREALIZED_LOSS:
+        return D(snap["unrealised_pnl"])
+    if rule == Rule.ACCOUNT_MM_RATE:
+        return _dec(snap.get("account_mm_rate"))
+    if rule == Rule.LIQUIDATION_DISTANCE:
+        for p in snap.get("positions", ()):
+            if _subject_of(p) == subject:
+                return _dec(p.get("liquidation_distance_pct"))
+    return None
+
+
+def alert_doc(state: Mapping[str, Any], snap: Mapping[str, Any] | None = None) -> Alert:
     rule = str(state["rule"])
     value = D(state["value"])
+    current = current_value(rule, str(state["subject"]), snap)
     threshold = D(state["threshold"])
     raised = datetime.fromisoformat(state["raised_at"])
     return Alert(
@@ -133,12 +161,13 @@ def alert_doc(state: Mapping[str, Any]) -> Alert:
         raised_at=raised,
         updated_at=datetime.fromisoformat(state["updated_at"]),
         value=value,
+        current=current,
         threshold=threshold,
         reason=state["reason"],
         numbers={k: D(v) for k, v in state.get("numbers", {}).items()},
         display=AlertDisplay(
             headline=_headline(state),
-            value=_figure(rule, value),
+            value=_figure(rule, value if current is None else current),
             threshold=_figure(rule, threshold),
             since=raised.strftime("%H:%M:%S UTC"),
         ),
@@ -176,9 +205,11 @@ def _figure(rule: str, x: Decimal) -> str:
     return f"{x.normalize():f}"
 
 
-def sorted_alerts(states: Iterable[Mapping[str, Any]]) -> list[Alert]:
-    """Worst first, then oldest first."""
-    docs = [alert_doc(s) for s in states]
+def sorted_alerts(
+    states: Iterable[Mapping[str, Any]], snaps: Mapping[str, Mapping[str, Any]]
+) -> list[Alert]:
+    """Worst first, then oldest first; ``snaps`` (by account) give the current figures."""
+    docs = [alert_doc(s, snaps.get(str(s["account"]))) for s in states]
     docs.sort(key=lambda a: (-_SEVERITY_ORDER[a.severity], a.raised_at, a.alert_id))
     return docs
 
@@ -255,7 +286,7 @@ def row(
 def overview(views: Mapping[str, bytes], now: datetime) -> Overview:
     snaps = snapshots(views)
     states = alert_states(views)
-    alerts = sorted_alerts(states)
+    alerts = sorted_alerts(states, snaps)
     by_account: dict[str, list[Alert]] = {}
     for a in alerts:
         by_account.setdefault(a.account, []).append(a)
