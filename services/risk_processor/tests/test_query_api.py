@@ -340,3 +340,22 @@ async def test_alert_values_are_shown_in_their_rules_unit(
     async with serving(state) as base:
         _, body = await get(f"{base}/v1/alerts")
     assert body["alerts"][0]["display"]["value"] == shown
+
+
+async def test_requests_are_counted_by_operation_and_status_without_the_token() -> None:
+    from prometheus_client import REGISTRY, generate_latest
+
+    def seen(operation: str, status: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "risk_processor_query_requests_total", {"operation": operation, "status": status}
+        )
+        return value or 0.0
+
+    before = (seen("what_if", "401"), seen("what_if", "200"), seen("exposure", "404"))
+    async with serving(demo_state(), token=TOKEN) as base:
+        await post(f"{base}/v1/what-if", BOB_ORDER)
+        await post(f"{base}/v1/what-if", BOB_ORDER, {"Authorization": f"Bearer {TOKEN}"})
+        await get(f"{base}/v1/exposure/nobody", {"Authorization": f"Bearer {TOKEN}"})
+    after = (seen("what_if", "401"), seen("what_if", "200"), seen("exposure", "404"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
+    assert TOKEN.encode() not in generate_latest(REGISTRY)

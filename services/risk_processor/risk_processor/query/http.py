@@ -27,6 +27,7 @@ from risk_processor.query.models import AccountList, AlertList, Exposures, WhatI
 from risk_processor.query.openapi import document
 from riskwatch_common.clock import Clock, utc_now
 from riskwatch_common.contracts import PORTFOLIO_KEY
+from riskwatch_common.metrics import counter, gauge
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,23 @@ STREAM_POLL_S = 0.25
 STREAM_KEEPALIVE_S = 15.0
 MAX_STREAMS = 32
 MAX_BODY = 4096
+
+
+REQUESTS = counter(
+    "risk_processor_query_requests_total",
+    "Query API requests answered, by operation and HTTP status.",
+    ("operation", "status"),
+)
+STREAMS = gauge("risk_processor_query_streams", "Open /v1/stream connections.")
+
+
+def _counted(operation: str, handler: Handler) -> Handler:
+    async def count(request: web.Request) -> web.StreamResponse:
+        response = await handler(request)
+        REQUESTS.labels(operation, str(response.status)).inc()
+        return response
+
+    return count
 
 
 def _json(model: Any, status: int = 200) -> web.Response:
@@ -170,6 +188,7 @@ def routes(
         task = asyncio.current_task()
         assert task is not None
         streams.add(task)
+        STREAMS.inc()
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -205,6 +224,7 @@ def routes(
             pass  # the client went away
         finally:
             streams.discard(task)
+            STREAMS.dec()
         return response
 
     async def index(_: web.Request) -> web.Response:
@@ -228,16 +248,19 @@ def routes(
             content_type="application/json",
         )
 
+    table: list[tuple[str, str, str, Handler]] = [
+        ("GET", "/v1/accounts", "accounts", guarded(accounts)),
+        ("GET", "/v1/overview", "overview", guarded(overview)),
+        ("GET", "/v1/exposure", "exposures", guarded(exposures)),
+        ("GET", "/v1/exposure/{account}", "exposure", guarded(exposure)),
+        ("GET", "/v1/alerts", "alerts", guarded(alerts)),
+        ("POST", "/v1/what-if", "what_if", guarded(post_what_if)),
+        ("GET", "/v1/stream", "stream", guarded(stream)),
+        ("GET", "/exposure/{account}", "legacy_exposure", guarded(legacy_exposure)),
+        ("GET", "/alerts", "legacy_alerts", guarded(legacy_alerts)),
+    ]
     return [
         web.get("/", index),
         web.get("/v1/openapi.json", openapi_doc),
-        web.get("/v1/accounts", guarded(accounts)),
-        web.get("/v1/overview", guarded(overview)),
-        web.get("/v1/exposure", guarded(exposures)),
-        web.get("/v1/exposure/{account}", guarded(exposure)),
-        web.get("/v1/alerts", guarded(alerts)),
-        web.post("/v1/what-if", guarded(post_what_if)),
-        web.get("/v1/stream", guarded(stream)),
-        web.get("/exposure/{account}", guarded(legacy_exposure)),
-        web.get("/alerts", guarded(legacy_alerts)),
+        *(web.route(method, path, _counted(op, h)) for method, path, op, h in table),
     ]
