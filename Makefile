@@ -44,11 +44,11 @@ unit: install promtool ## tests that need no broker
 	$(RUN) pytest -m "not integration" $(PYTEST_ARGS)
 
 .PHONY: test
-test: install kcat promtool lint typecheck ## everything CI runs: lint, types, unit and integration tests
+test: install kcat promtool chromium lint typecheck ## everything CI runs: lint, types, unit and integration tests
 	$(RUN) pytest $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: install kcat ## only the tests that need a broker (RISKWATCH_BROKER picks it)
+test-integration: install kcat chromium ## only the tests that need a broker (RISKWATCH_BROKER picks it)
 	$(RUN) pytest -m integration $(PYTEST_ARGS)
 
 .PHONY: kcat
@@ -58,6 +58,10 @@ kcat: ## install kcat (a Kafka client nobody here wrote) when the machine allows
 .PHONY: promtool
 promtool: ## install promtool (Prometheus' checker) for the alert-rule tests when the machine allows it
 	@bash scripts/ensure-promtool.sh
+
+.PHONY: chromium
+chromium: ## install Debian's chromium for the web overview test when the machine allows it
+	@bash scripts/ensure-chromium.sh
 
 .PHONY: schemas
 schemas: install ## regenerate the JSON Schemas of every event into schemas/

@@ -281,11 +281,14 @@ def test_dev_secrets_hold_only_the_simulators_made_up_keys(
         for a in scenario["accounts"]
         for kind in ("api_key", "api_secret")
     }
+    # and the query API's token, a made-up value of the dev overlay
+    made_up = {"token": (kit.REPO / "deploy/k8s/overlays/dev/dev-query-token.txt").read_text()}
     secrets = by_kind(objs, "Secret")
     assert secrets
     for secret in secrets:
         for key, value in secret["data"].items():
-            assert base64.b64decode(value).decode() == sim_keys[key], (secret["metadata"], key)
+            expected = {**sim_keys, **made_up}[key]
+            assert base64.b64decode(value).decode() == expected, (secret["metadata"], key)
 
 
 def resolved_env(objs: list[Obj], c: Obj) -> dict[str, str]:

@@ -1,60 +1,28 @@
-"""The query API: current snapshots and active alerts, read from the ``views`` table.
+"""The query API's attachment point: ``routes(processor)`` builds every HTTP route of the
+query API (``risk_processor/query/``) over a running processor.
 
-``views`` is a GlobalTable, so every worker answers for every account, and it is restored
-from its changelog at start, so a restarted worker answers before the first new event.
-Values are stored as the JSON documents we published, and served without re-encoding.
+``views`` is a GlobalTable, so every worker answers reads for every account, and it is
+restored from its changelog at start, so a restarted worker answers before the first new
+event. A what-if reads one account's partitioned tables: see ``query/live.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-import orjson
 from aiohttp import web
 
+from risk_processor.query import http
+from risk_processor.query.live import ProcessorState
+from risk_processor.query.views import alerts_key, exposure_key
 from riskwatch_common.contracts import PORTFOLIO_KEY
-from riskwatch_common.runtime import json_response
-
-EXPOSURE_PREFIX = "exposure/"
-ALERTS_PREFIX = "alerts/"
 
 
-def exposure_key(account: str) -> str:
-    return EXPOSURE_PREFIX + account
-
-
-def alerts_key(account: str) -> str:
-    return ALERTS_PREFIX + account
-
-
-def routes(views: Callable[[], Mapping[str, bytes]]) -> list[web.RouteDef]:
-    """``GET /exposure/{account}`` ('portfolio' for the aggregate) and ``GET /alerts``."""
-
-    async def exposure(request: web.Request) -> web.Response:
-        account = request.match_info["account"]
-        body = views().get(exposure_key(account))
-        if body is None:
-            return json_response({"error": f"no exposure for {account!r} yet"}, status=404)
-        return web.Response(body=body, content_type="application/json")
-
-    async def alerts(request: web.Request) -> web.Response:
-        wanted = request.query.get("account")
-        table = views()
-        items: Iterable[tuple[str, bytes]]
-        if wanted is not None:
-            body = table.get(alerts_key(wanted))
-            items = [] if body is None else [(alerts_key(wanted), body)]
-        else:
-            items = [(k, v) for k, v in table.items() if k.startswith(ALERTS_PREFIX)]
-        active: list[object] = []
-        for _, body in sorted(items):
-            active.extend(orjson.loads(body))
-        return json_response({"alerts": active, "count": len(active)})
-
-    return [
-        web.get("/exposure/{account}", exposure),
-        web.get("/alerts", alerts),
-    ]
+def routes(processor: Any) -> list[web.RouteDef]:
+    """The query API over ``processor`` (a ``RiskProcessor``; its tables are read lazily,
+    so this may be called before they are declared)."""
+    settings = processor.settings
+    return http.routes(ProcessorState(processor), token=settings.query_token, clock=processor.clock)
 
 
 __all__ = ["PORTFOLIO_KEY", "alerts_key", "exposure_key", "routes"]

@@ -204,7 +204,7 @@ class RiskProcessor:
         self.health = Health()
         self.health.expect("kafka", "broker")
         self.http = HttpServer(
-            settings.http_host, settings.http_port, self.health, api.routes(self._views)
+            settings.http_host, settings.http_port, self.health, api.routes(self)
         )
         self.published = PublishedAlerts(
             self.kafka,
@@ -574,9 +574,6 @@ class RiskProcessor:
             },
             "records_handled": self.records_handled,
         }
-
-    def _views(self) -> Mapping[str, bytes]:
-        return self.views  # type: ignore[no-any-return]
 
     def _duplicate(self, event_id: str) -> bool:
         """Whether this process has seen ``event_id`` recently (bounded memory).

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from riskwatch_common.settings import ServiceSettings
@@ -15,6 +16,13 @@ class RiskProcessorSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RISK_PROCESSOR_")
 
     http_port: int = Field(default=8082, ge=0, le=65535)
+    query_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        validate_default=True,
+        description="Bearer token of the query API (/v1/...); required when http_host is "
+        "not a loopback address. Never logged.",
+    )
 
     app_id: str = Field(
         default="risk-processor",
@@ -82,3 +90,34 @@ class RiskProcessorSettings(ServiceSettings):
     dedup_window: int = Field(
         default=4096, ge=0, description="Event ids remembered per worker for duplicate drops."
     )
+
+    @field_validator("query_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, token: object) -> object:
+        # `RISK_PROCESSOR_QUERY_TOKEN=` (a copied .env.example, compose's ${...:-}) means unset
+        return None if isinstance(token, str) and not token.strip() else token
+
+    @field_validator("query_token", mode="after")
+    @classmethod
+    def _token_beyond_loopback(
+        cls, token: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        host = str(info.data.get("http_host", "127.0.0.1"))
+        if token is None and not is_loopback(host):
+            raise ValueError(
+                f"required: the query API listens on {host}, beyond loopback, so it needs a "
+                "bearer token (16+ characters)"
+            )
+        if token is not None:
+            return SecretStr(token.get_secret_value().strip())
+        return token
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,5 +1,5 @@
-"""``riskwatch``: commands for developers (broker, schemas, topics, demo) and for going live
-(init, doctor)."""
+"""``riskwatch``: the trader's commands over the query API (watch, exposure, alerts,
+what-if), going live (init, doctor) and developer commands (broker, schemas, topics, demo)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from riskwatch_cli import init, monitoring
+from riskwatch_cli import init, monitoring, query
 from riskwatch_cli.demo import run_demo
 from riskwatch_cli.doctor import doctor
 from riskwatch_common.broker import BrokerError, local_broker
@@ -82,6 +82,7 @@ def _topics(_: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="riskwatch")
     sub = parser.add_subparsers(dest="command", required=True)
+    query.add_parsers(sub)
     b = sub.add_parser(
         "broker", help="run a local Kafka broker (RISKWATCH_BROKER=apache|tansu|container)"
     )

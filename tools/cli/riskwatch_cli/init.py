@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 
 import yaml
 
@@ -174,6 +175,11 @@ def run_init(args: argparse.Namespace, ask: Callable[..., str] = _ask) -> int:
             value = ask(prompt, secret=var != "NOTIFIER_TELEGRAM_CHAT_ID")
         if value:
             values[var] = value
+    # the query API listens beyond loopback in the containers: it needs a bearer token,
+    # which `riskwatch watch --env-file .env` reads back
+    values["RISK_PROCESSOR_QUERY_TOKEN"] = os.environ.get("RISK_PROCESSOR_QUERY_TOKEN") or (
+        token_hex(24)
+    )
     _write_private(env_file, env_document(values, live.resolve()))
     # what the services would say about these files, now rather than at first start
     try:

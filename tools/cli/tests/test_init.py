@@ -46,11 +46,14 @@ def test_init_from_flags_writes_accounts_keys_thresholds_and_env_the_services_lo
     assert values["NOTIFIER_TELEGRAM_CHAT_ID"] == "-100123"
     assert "NOTIFIER_SLACK_WEBHOOK_URL" not in values
     assert Path(values["INGESTOR_ACCOUNTS_FILE"]) == (live / "accounts.yaml").resolve()
+    token = values["RISK_PROCESSOR_QUERY_TOKEN"]  # generated: the query API's bearer token
+    assert len(token) == 48
     for private in (env, live / "keys" / "main.api_secret"):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
     printed = capsys.readouterr()
     assert "s-main-456" not in printed.out + printed.err
     assert "123:tok" not in printed.out + printed.err
+    assert token not in printed.out + printed.err
 
 
 def test_init_leaves_existing_files_alone_without_force(
