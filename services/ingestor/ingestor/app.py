@@ -33,7 +33,7 @@ from ingestor.publisher import Observer, Publisher
 from ingestor.settings import IngestorSettings
 from riskwatch_common.clock import Clock, utc_now
 from riskwatch_common.kafka import BrokerProbe, Producer, ensure_topics
-from riskwatch_common.runtime import Health, HttpServer, json_response
+from riskwatch_common.runtime import Health, HttpServer, json_response, supervise
 from riskwatch_common.topics import ACCOUNT_EVENTS, MARK_PRICES, RISK_LIMITS, dead_letter_of
 
 log = logging.getLogger(__name__)
@@ -181,12 +181,16 @@ class Ingestor:
                 AccountStream(cfg, deps, on_symbols=self.market.set_account_symbols)
                 for cfg in self.group.accounts
             ]
-            publisher_task = asyncio.ensure_future(self.publisher.run())
+            # Supervised: a loop that raises or ends fails the service (/healthz 503, exit 1)
+            # instead of leaving an ingestor that looks up and reads nothing.
+            publisher_task = supervise(self.publisher.run(), "publisher", self.health)
             tasks = [
-                asyncio.ensure_future(self.market.run()),
-                asyncio.ensure_future(BrokerProbe(s.kafka, self._broker_check).run()),
+                supervise(self.market.run(), "market data", self.health),
+                supervise(
+                    BrokerProbe(s.kafka, self._broker_check).run(), "broker probe", self.health
+                ),
             ]
-            tasks += [asyncio.ensure_future(st.run()) for st in self.streams]
+            tasks += [supervise(st.run(), f"account {st.name}", self.health) for st in self.streams]
             log.info(
                 "ingestor started",
                 extra={
@@ -200,10 +204,11 @@ class Ingestor:
             )
             self.started.set()
             done, _ = await asyncio.wait(
-                [publisher_task, *tasks], return_when=asyncio.FIRST_EXCEPTION
+                [publisher_task, *tasks], return_when=asyncio.FIRST_COMPLETED
             )
             for t in done:
                 t.result()  # account streams and the market feed never end on their own
+            raise RuntimeError(f"ingestor stopped: {self.health.failed}")
         finally:
             await self._shutdown(tasks, publisher_task)
             if self._own_session:
