@@ -95,3 +95,25 @@ async def test_process_streams_then_stops_cleanly_on_sigterm(
     await wait_until(lambda: not sim.private_connections("main"), message="links closed")
     folded = await h.read_folded(kafka, min_records=4)
     assert {s.account for s in folded.statuses} == {"main", "sub_trading"}
+
+
+def test_bad_variable_and_bad_accounts_file_are_reported_together_on_one_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "accounts.yaml"
+    path.write_text(
+        "accounts:\n  - {name: portfolio, group: g, account_type: unified,"
+        " position_mode: one_way, environment: mainnet,"
+        " credentials: {api_key_env: K, api_secret_env: S}}\n"
+    )
+
+    done = run(
+        ["--group", "g"],
+        {"INGESTOR_ACCOUNTS_FILE": str(path), "LOG_LEVEL": "LOUD", "INGESTOR_QUEUE_SIZE": "0"},
+    )
+
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "LOG_LEVEL is 'LOUD'" in line
+    assert "INGESTOR_QUEUE_SIZE" in line
+    assert "field 'name' is reserved" in line

@@ -283,6 +283,9 @@ class ExposureScope(StrEnum):
 
 
 PORTFOLIO_KEY = "portfolio"
+RESERVED_ACCOUNT_NAMES = frozenset({PORTFOLIO_KEY})
+"""Keys the processor uses for itself in the account key space (topics, tables, the query
+API): an account may not be named so, in any letter case."""
 
 
 class ExposureSnapshotted(Event):
