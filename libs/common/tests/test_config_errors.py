@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic_settings import SettingsConfigDict
 
 from riskwatch_common.settings import (
     ConfigError,
@@ -20,7 +21,7 @@ from riskwatch_common.settings import (
 
 
 class _Svc(ServiceSettings):
-    model_config = {"env_prefix": "CFGTEST_"}
+    model_config = SettingsConfigDict(env_prefix="CFGTEST_")
     http_port: int = 1
 
 
@@ -48,7 +49,7 @@ def test_duplicate_json_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "t.json"
     path.write_text('{"a": 1, "a": 2}')
 
-    with pytest.raises(ConfigError, match="not valid JSON .*duplicate key 'a'"):
+    with pytest.raises(ConfigError, match=r"not valid JSON .*duplicate key 'a'"):
         load_config_file(path, "thresholds file")
 
 

@@ -290,8 +290,7 @@ def test_secrets_from_env_and_files_are_stripped(tmp_path: Path) -> None:
     (tmp_path / "secret.txt").write_text("  secret-from-file\n")
     path = write(
         tmp_path,
-        "accounts:\n"
-        + account().replace("api_secret_env: S1", "api_secret_file: secret.txt"),
+        "accounts:\n" + account().replace("api_secret_env: S1", "api_secret_file: secret.txt"),
     )
 
     group = load_group(path, "g", env={"K1": "key-with-newline\n"})

@@ -30,7 +30,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from riskwatch_common.logs import configure_logging, redact
+from riskwatch_common.logs import configure_logging, has_secrets, redact
 from riskwatch_common.settings import BaseServiceSettings, ConfigError, load_settings
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,19 @@ def supervise(coro: Awaitable[Any], name: str, health: Health) -> asyncio.Task[A
     return asyncio.ensure_future(guarded())
 
 
+@web.middleware
+async def _redacting(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every registered secret is replaced in every response this server sends: a route that
+    quotes an exchange or library error cannot serve a key."""
+    resp: web.StreamResponse = await handler(request)
+    if isinstance(resp, web.Response) and isinstance(resp.body, bytes) and has_secrets():
+        text = resp.body.decode("utf-8", "replace")
+        clean = redact(text)
+        if clean != text:
+            resp.body = clean.encode()
+    return resp
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
@@ -136,7 +149,7 @@ class HttpServer:
         self.host = host
         self.port = port
         self.health = health
-        self._app = web.Application()
+        self._app = web.Application(middlewares=[_redacting])
         self._app.add_routes(
             [
                 web.get("/healthz", self._healthz),

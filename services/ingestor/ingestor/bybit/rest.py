@@ -27,6 +27,7 @@ from ingestor import metrics
 from ingestor.accounts import AccountConfig
 from ingestor.bybit.ratelimit import Sleep, SlidingWindowLimiter
 from ingestor.bybit.signing import rest_headers
+from riskwatch_common.logs import excerpt, redact
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,9 @@ EXECUTION_BACKFILL_MAX_ROWS = _EXECUTION_MAX_PAGES * EXECUTION_PAGE_ROWS
 
 class BybitError(Exception):
     def __init__(self, path: str, ret_code: int | None, message: str, http_status: int = 200):
+        # Bybit's 10004 text echoes the signed string, API key included; the error is shown
+        # on /readyz, /accounts and in account events, so it never carries it.
+        message = redact(message)
         super().__init__(f"{path}: {ret_code if ret_code is not None else 'HTTP'} {message}")
         self.path = path
         self.ret_code = ret_code
@@ -167,7 +171,7 @@ class BybitRest:
                 self._ip.block_for(self._ip_ban_s)
                 log.error(
                     "bybit answered 403: IP rate limit hit, pausing all REST",
-                    extra={"path": path, "pause_s": self._ip_ban_s, "body": body[:100]},
+                    extra={"path": path, "pause_s": self._ip_ban_s, "body": _excerpt(body, 100)},
                 )
                 raise BybitIpBanned(
                     path, "HTTP 403 (IP rate limit or region block)", self._ip_ban_s
@@ -180,13 +184,13 @@ class BybitRest:
                 continue
             if status != 200:
                 metrics.REST_CALLS.labels(path, f"http_{status}").inc()
-                raise BybitError(path, None, f"HTTP {status}: {body[:200]!r}", status)
+                raise BybitError(path, None, f"HTTP {status}: {_excerpt(body)}", status)
             try:
                 doc = orjson.loads(body)
                 ret_code = int(doc["retCode"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 metrics.REST_CALLS.labels(path, "bad_response").inc()
-                raise BybitError(path, None, f"unreadable response: {body[:200]!r}") from exc
+                raise BybitError(path, None, f"unreadable response: {_excerpt(body)}") from exc
             ret_msg = str(doc.get("retMsg", ""))
             if ret_code == 0:
                 metrics.REST_CALLS.labels(path, "ok").inc()
@@ -443,3 +447,7 @@ async def risk_limit_rows(rest: BybitRest, base_url: str, symbol: str) -> list[d
         base_url, "/v5/market/risk-limit", [("category", "linear"), ("symbol", symbol)]
     )
     return [r for r in rows if r.get("symbol") in (None, symbol)]
+
+
+def _excerpt(body: bytes, limit: int = 200) -> str:
+    return repr(excerpt(body.decode("utf-8", "replace"), limit))
