@@ -189,6 +189,11 @@ class Ingestor:
                 supervise(
                     BrokerProbe(s.kafka, self._broker_check).run(), "broker probe", self.health
                 ),
+                supervise(
+                    self.publisher.watch(self.health, s.publish_stuck_s),
+                    "publisher watch",
+                    self.health,
+                ),
             ]
             tasks += [supervise(st.run(), f"account {st.name}", self.health) for st in self.streams]
             log.info(

@@ -75,3 +75,9 @@ class IngestorSettings(ServiceSettings):
 
     queue_size: int = Field(default=10000, ge=1)
     publish_batch_max: int = Field(default=2000, ge=1)
+    publish_stuck_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A batch not taken by Kafka for this long turns /readyz red (check "
+        "'publisher'), so a stalled publisher is seen.",
+    )
