@@ -186,17 +186,13 @@ class BybitRest:
                 metrics.REST_CALLS.labels(path, f"http_{status}").inc()
                 raise BybitError(path, None, f"HTTP {status}: {_excerpt(body)}", status)
             try:
-                doc = orjson.loads(body)
-                ret_code = int(doc["retCode"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                ret_code, ret_msg, response = decode_body(path, body, self._now_ms())
+            except BybitError:
                 metrics.REST_CALLS.labels(path, "bad_response").inc()
-                raise BybitError(path, None, f"unreadable response: {_excerpt(body)}") from exc
-            ret_msg = str(doc.get("retMsg", ""))
+                raise
             if ret_code == 0:
                 metrics.REST_CALLS.labels(path, "ok").inc()
-                result = doc.get("result") or {}
-                time_ms = int(doc.get("time") or self._now_ms())
-                return Response(result if isinstance(result, dict) else {}, time_ms)
+                return response
             if ret_code in AUTH_RET_CODES:
                 metrics.REST_CALLS.labels(path, "auth_error").inc()
                 raise BybitAuthError(path, ret_code, ret_msg)
@@ -312,6 +308,35 @@ class BybitRest:
         if keep_partial and first_time is not None:
             return rows, first_time
         raise BybitError(path, 0, f"more than {max_pages} pages")
+
+
+def decode_body(path: str, body: bytes, now_ms: int) -> tuple[int, str, Response]:
+    """Bybit's JSON envelope: (retCode, retMsg, the result and the exchange time).
+
+    Any body that is not that envelope raises ``BybitError`` (and nothing else): a result
+    that is not an object counts as empty, a missing or unreadable ``time`` as ``now_ms``.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BybitError(path, None, f"unreadable response: {_excerpt(body)}") from None
+    if not isinstance(doc, dict):
+        raise BybitError(path, None, f"unreadable response: {_excerpt(body)}")
+    code = doc.get("retCode")
+    if isinstance(code, bool) or not isinstance(code, int | str):
+        raise BybitError(path, None, f"unreadable response: {_excerpt(body)}")
+    try:
+        ret_code = int(code)
+    except ValueError:
+        raise BybitError(path, None, f"unreadable response: {_excerpt(body)}") from None
+    ret_msg = str(doc.get("retMsg", ""))
+    result = doc.get("result")
+    time_ms = doc.get("time")
+    if isinstance(time_ms, str) and time_ms.isascii() and time_ms.isdigit():
+        time_ms = int(time_ms)
+    if isinstance(time_ms, bool) or not isinstance(time_ms, int) or time_ms <= 0:
+        time_ms = now_ms
+    return ret_code, ret_msg, Response(result if isinstance(result, dict) else {}, time_ms)
 
 
 def _parse_ms(text: str | None) -> int | None:
