@@ -113,6 +113,13 @@ class StatusBoard:
     def status(self, account: str) -> LinkStatus:
         return self._status[account]
 
+    def detail(self, account: str) -> str:
+        return self._detail.get(account, "")
+
+    def has_streamed(self, account: str) -> bool:
+        """Whether the account's stream has been up (resynced) at least once."""
+        return account in self._resynced
+
     def report(self) -> dict[str, dict[str, str]]:
         return {
             name: {"status": s.value, "detail": self._detail.get(name, "")}

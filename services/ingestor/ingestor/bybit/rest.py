@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -339,6 +340,21 @@ def decode_body(path: str, body: bytes, now_ms: int) -> tuple[int, str, Response
     return ret_code, ret_msg, Response(result if isinstance(result, dict) else {}, time_ms)
 
 
+def parse_key_expiry(result: dict[str, Any]) -> datetime | None:
+    """``expiredAt`` of a ``/v5/user/query-api`` result: None when empty (the key never
+    expires); anything but an ISO time is a BybitError."""
+    raw = result.get("expiredAt")
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str):
+        raise BybitError("/v5/user/query-api", 0, f"expiredAt is not a time: {raw!r:.60}")
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BybitError("/v5/user/query-api", 0, f"expiredAt is not a time: {raw!r:.60}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def _parse_ms(text: str | None) -> int | None:
     if not text:
         return None
@@ -415,6 +431,18 @@ class AccountRest:
         rows = resp.result.get("list") or []
         row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
         return row, resp.time_ms
+
+    async def key_expiry(self) -> datetime | None:
+        """When this account's API key expires (``/v5/user/query-api`` ``expiredAt``), None
+        for a key that never does."""
+        resp = await self._rest.get(
+            self.account.endpoints.rest_url,
+            "/v5/user/query-api",
+            [],
+            account=self.account,
+            throttle=self.throttle,
+        )
+        return parse_key_expiry(resp.result)
 
     async def executions(self, start_ms: int) -> tuple[list[dict[str, Any]], int]:
         """Every linear execution with ``execTime >= start_ms``, newest first, and the time of
