@@ -233,7 +233,7 @@ def test_each_ingestor_group_streams_its_own_simulator_accounts(
         .read_text()
     )
     keys = {a["name"]: a for a in sim_scenario["accounts"]}
-    exchange_port = kit.SERVICES["bybit-sim"].extra_ports[0]
+    exchange_port = kit.SERVICES["bybit-sim"].extra_ports[-1]  # after the metrics port
     seen: dict[str, str] = {}
     groups = set()
     for name, (svc, spec) in riskwatch_services(compose, kit).items():

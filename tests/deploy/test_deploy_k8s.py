@@ -162,15 +162,17 @@ def test_service_containers_are_read_only_with_probes_and_scrape_annotations(
         assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, where
         assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, where
         assert main["startupProbe"]["httpGet"]["path"] == "/healthz", where
+        # /metrics on a port of its own: Prometheus is let in there, not to the API
         annotations = w["spec"]["template"]["metadata"]["annotations"]
         assert annotations == {
             "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(service.port),
+            "prometheus.io/port": str(ports["metrics"]),
             "prometheus.io/path": "/metrics",
         }, where
         env = container_env(objs, main)
         assert env[f"{service.env_prefix}HTTP_HOST"] == "0.0.0.0", where
         assert env[f"{service.env_prefix}HTTP_PORT"] == str(service.port), where
+        assert env[f"{service.env_prefix}METRICS_PORT"] == str(ports["metrics"]), where
         if service.name == "bybit-sim":
             assert env["BYBIT_SIM_HOST"] == "0.0.0.0", where
             assert env["BYBIT_SIM_PORT"] == str(ports["exchange"]), where

@@ -144,3 +144,56 @@ async def test_cancelled_supervised_task_is_a_normal_stop() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert health.failed is None
+
+
+_QUIET_SERVICE = textwrap.dedent(
+    """
+    import asyncio, sys
+    from riskwatch_common.runtime import Health, HttpServer, run_main
+    from riskwatch_common.settings import BaseServiceSettings
+
+    class Settings(BaseServiceSettings):
+        model_config = {"env_prefix": "METRICSTEST_"}
+
+    async def app(settings):
+        http = HttpServer(settings.http_host, settings.http_port, Health())
+        await http.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await http.stop()
+
+    sys.exit(run_main("metricstest", Settings, app))
+    """
+)
+
+
+def test_metrics_port_serves_metrics_apart_from_the_service_port(tmp_path: Path) -> None:
+    script = tmp_path / "svc.py"
+    script.write_text(_QUIET_SERVICE)
+    port, metrics_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "METRICSTEST_HTTP_PORT": str(port),
+        "METRICSTEST_METRICS_PORT": str(metrics_port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while _status(f"http://127.0.0.1:{metrics_port}/metrics") != 200:
+            assert time.monotonic() < deadline, "metrics port never answered"
+            assert proc.poll() is None
+            time.sleep(0.05)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+            assert b"python_info" in resp.read()
+        assert _status(f"http://127.0.0.1:{port}/healthz") == 200
+        assert _status(f"http://127.0.0.1:{port}/metrics") == 404
+        assert _status(f"http://127.0.0.1:{metrics_port}/healthz") == 404
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -114,7 +114,7 @@ class Ingestor:
             group=self.group.name,
             source=self.source,
             link_down_after=timedelta(seconds=settings.link_down_alert_s),
-            key_warn_before=timedelta(days=settings.key_expiry_warn_days),
+            key_warn_before=timedelta(days=settings.expiry_warn_days),
             clock=clock,
         )
         self.market: MarketData | None = None
@@ -217,7 +217,7 @@ class Ingestor:
                             for st in self.streams
                         ],
                         self._emit,
-                        s.key_check_interval_s,
+                        s.expiry_check_interval_s,
                         self._mono,
                     ),
                     "api key checks",

@@ -5,7 +5,7 @@ time of the last exchange message) on the account-events topic: the processor fo
 and the notifier alerts when heartbeats stop, so a stalled pipeline is noticed even when
 every service looks alive. The same tick reports an account whose private stream has been
 down longer than ``link_down_alert_s`` (``link_down``), and the hourly key check one whose
-API key expires within ``key_expiry_warn_days`` (``key_expiring``, then ``key_ok`` when it
+API key expires within ``expiry_warn_days`` (``key_expiring``, then ``key_ok`` when it
 no longer does): the processor raises ``account_link`` alerts from them.
 
 ``LinkWatch`` is the pure part (state and decisions, an injected clock); ``run_heartbeats``

@@ -82,10 +82,10 @@ class IngestorSettings(ServiceSettings):
         description="A private stream down this long is reported (AccountStatusChanged "
         "link_down): the processor raises an account_link alert.",
     )
-    key_check_interval_s: float = Field(
+    expiry_check_interval_s: float = Field(
         default=3600.0, gt=0, description="How often each API key's expiry is read."
     )
-    key_expiry_warn_days: float = Field(
+    expiry_warn_days: float = Field(
         default=7.0, ge=0, description="A key expiring within this many days is reported."
     )
 

@@ -148,7 +148,7 @@ async def test_ingestor_emits_heartbeats_and_reports_an_expiring_key_and_a_dead_
         path,
         heartbeat_interval_s=0.2,
         link_down_alert_s=1.0,
-        key_check_interval_s=0.5,
+        expiry_check_interval_s=0.5,
     )
     running = await run_ingestor(settings, h.load(path, env))
     await wait_until(lambda: running.app.health.ready)

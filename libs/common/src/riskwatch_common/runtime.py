@@ -51,6 +51,9 @@ kills at 30 s by default)."""
 # Set by ``run_main`` for the life of the process: what ``Health.fail`` calls so the
 # process ends. None in tests that run a service in-process: they see the 503 and the error.
 _on_failure: Callable[[str], None] | None = None
+# Set by ``run_main`` when the settings give ``metrics_port``: /metrics is served there, by
+# ``MetricsServer``, and no longer by the service's ``HttpServer``.
+_metrics_apart = False
 
 
 class Health:
@@ -150,14 +153,10 @@ class HttpServer:
         self.port = port
         self.health = health
         self._app = web.Application(middlewares=[_redacting])
-        self._app.add_routes(
-            [
-                web.get("/healthz", self._healthz),
-                web.get("/readyz", self._readyz),
-                web.get("/metrics", self._metrics),
-                *routes,
-            ]
-        )
+        own = [web.get("/healthz", self._healthz), web.get("/readyz", self._readyz)]
+        if not _metrics_apart:
+            own.append(web.get("/metrics", _metrics))
+        self._app.add_routes([*own, *routes])
         self._runner: web.AppRunner | None = None
 
     async def _healthz(self, _: web.Request) -> web.Response:
@@ -169,11 +168,6 @@ class HttpServer:
         report = self.health.report()
         return _json(report, 200 if report["ready"] else 503)
 
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
     async def start(self) -> None:
         self._runner = web.AppRunner(self._app, access_log=None)
         await self._runner.setup()
@@ -183,6 +177,35 @@ class HttpServer:
         if self.port == 0 and server is not None and server.sockets:  # type: ignore[attr-defined]
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         log.info("http listening", extra={"host": self.host, "port": self.port})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(
+        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+class MetricsServer:
+    """``/metrics`` alone, on a port of its own (``metrics_port``); ``run_main`` runs it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._app = web.Application(middlewares=[_redacting])
+        self._app.add_routes([web.get("/metrics", _metrics)])
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self._app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        log.info("metrics listening", extra={"host": self.host, "port": self.port})
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -313,6 +336,16 @@ async def _run_until_signal(main: Awaitable[None]) -> str | None:
     return proc.failure
 
 
+async def _with_metrics(server: MetricsServer, main: Awaitable[None]) -> None:
+    global _metrics_apart
+    _metrics_apart = True
+    await server.start()
+    try:
+        await main
+    finally:
+        await server.stop()
+
+
 def run_main(
     service: str,
     settings_cls: type[S],
@@ -326,8 +359,11 @@ def run_main(
         print(f"{service}: {exc}", file=sys.stderr)
         return 2
     configure_logging(service, settings.log_level, settings.log_format.value)
+    main = app_main(settings)
+    if settings.metrics_port is not None:
+        main = _with_metrics(MetricsServer(settings.http_host, settings.metrics_port), main)
     try:
-        failure = asyncio.run(_run_until_signal(app_main(settings)))
+        failure = asyncio.run(_run_until_signal(main))
     except Exception:
         log.exception("service failed")
         return 1

@@ -216,6 +216,13 @@ class BaseServiceSettings(BaseSettings):
     instance: str = Field(default="0", description="Instance name, part of the event source.")
     http_host: str = "127.0.0.1"
     http_port: int = Field(ge=0, le=65535)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve /metrics on this port of its own (and not on http_port), so "
+        "Prometheus can be let in without reaching the service's API; unset: on http_port.",
+    )
     log_level: str = Field(
         default="INFO",
         validation_alias=AliasChoices("LOG_LEVEL"),
@@ -226,6 +233,11 @@ class BaseServiceSettings(BaseSettings):
         validation_alias=AliasChoices("LOG_FORMAT"),
         description="json in production, console for people",
     )
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _blank_port_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_level", mode="after")
     @classmethod
