@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from ingestor import normalize
-from ingestor.bybit.rest import BybitError, decode_body
+from ingestor.bybit.rest import BybitError, decode_body, parse_key_expiry
 from ingestor.normalize import ROW_ERRORS, FrameError
 from riskwatch_common.topics import ALL_TOPICS, TopicSpec, encode
 
@@ -278,6 +278,19 @@ def test_rest_bodies_raise_only_bybit_error(fuzz_counts: Counter[str], body: byt
     assert isinstance(code, int)
     assert isinstance(response.result, dict)
     assert isinstance(response.time_ms, int)
+
+
+@FUZZ
+@given(st.one_of(JSON, ANY_RANDOM_JSON, mutated([{"expiredAt": "2026-03-01T00:00:00Z"}])))
+def test_api_key_query_results_raise_only_bybit_error(fuzz_counts: Counter[str], doc: Any) -> None:
+    fuzz_counts["bybit query-api result (key expiry)"] += 1
+    if not isinstance(doc, dict):
+        doc = {"expiredAt": doc}
+    try:
+        expires = parse_key_expiry(doc)
+    except BybitError:
+        return
+    assert expires is None or expires.tzinfo is not None
 
 
 _BUILDERS = {
