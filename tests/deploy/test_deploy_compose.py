@@ -233,7 +233,7 @@ def test_each_ingestor_group_streams_its_own_simulator_accounts(
         .read_text()
     )
     keys = {a["name"]: a for a in sim_scenario["accounts"]}
-    exchange_port = kit.SERVICES["bybit-sim"].extra_ports[0]
+    exchange_port = kit.SERVICES["bybit-sim"].extra_ports[-1]  # after the metrics port
     seen: dict[str, str] = {}
     groups = set()
     for name, (svc, spec) in riskwatch_services(compose, kit).items():
@@ -268,3 +268,13 @@ def test_each_ingestor_group_streams_its_own_simulator_accounts(
                 assert re.match(rf"^(http|ws)://bybit-sim:{exchange_port}(/|$)", url), url
     all_groups = {a["group"] for a in yaml.safe_load(accounts_file.read_text())["accounts"]}
     assert groups == all_groups, "every account group has exactly one ingestor"
+
+
+def test_every_container_has_cpu_and_memory_limits() -> None:
+    for path in (COMPOSE, COMPOSE.with_name("docker-compose.live.yml")):
+        for name, spec in yaml.safe_load(path.read_text())["services"].items():
+            if "image" not in spec:
+                continue  # an override of a service docker-compose.yml defines
+            limits = spec.get("deploy", {}).get("resources", {}).get("limits", {})
+            assert float(limits.get("cpus", 0)) > 0, f"{path.name} {name}: no CPU limit"
+            assert limits.get("memory"), f"{path.name} {name}: no memory limit"

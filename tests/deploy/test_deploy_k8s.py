@@ -162,15 +162,17 @@ def test_service_containers_are_read_only_with_probes_and_scrape_annotations(
         assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, where
         assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, where
         assert main["startupProbe"]["httpGet"]["path"] == "/healthz", where
+        # /metrics on a port of its own: Prometheus is let in there, not to the API
         annotations = w["spec"]["template"]["metadata"]["annotations"]
         assert annotations == {
             "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(service.port),
+            "prometheus.io/port": str(ports["metrics"]),
             "prometheus.io/path": "/metrics",
         }, where
         env = container_env(objs, main)
         assert env[f"{service.env_prefix}HTTP_HOST"] == "0.0.0.0", where
         assert env[f"{service.env_prefix}HTTP_PORT"] == str(service.port), where
+        assert env[f"{service.env_prefix}METRICS_PORT"] == str(ports["metrics"]), where
         if service.name == "bybit-sim":
             assert env["BYBIT_SIM_HOST"] == "0.0.0.0", where
             assert env["BYBIT_SIM_PORT"] == str(ports["exchange"]), where
@@ -651,3 +653,152 @@ def test_risk_processor_reads_its_thresholds_from_the_mounted_config_map(
     local.write_text(cm["data"][path.name])
     config = load_config(local)
     assert config.portfolio.net_exposure_usd > config.base.net_exposure_usd, name
+
+
+# --------------------------------------------------------------------------- network policies
+# A small evaluator of NetworkPolicy semantics (one namespace; ipBlock matches only addresses
+# outside the cluster): a flow is allowed when the source's egress and the destination's
+# ingress both allow it. A pod no policy of a direction selects is open in that direction.
+
+EXTERNAL = "external"
+MONITORING = "monitoring"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A pod of the overlay (its labels and named ports), or somewhere outside it."""
+
+    labels: dict[str, str]
+    namespace: str
+    ports: dict[str, int]
+
+    @property
+    def outside(self) -> bool:
+        return self.namespace == EXTERNAL
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value = labels.get(expr["key"])
+        if expr["operator"] == "In" and value not in expr["values"]:
+            return False
+        if expr["operator"] == "Exists" and value is None:
+            return False
+    return True
+
+
+def _peer_matches(rule_peer: Obj, peer: Peer, home: str) -> bool:
+    if "ipBlock" in rule_peer:
+        return peer.outside
+    if peer.outside:
+        return False
+    if "namespaceSelector" in rule_peer:
+        ns_labels = {"kubernetes.io/metadata.name": peer.namespace}
+        if not _selects(rule_peer["namespaceSelector"], ns_labels):
+            return False
+    elif peer.namespace != home:
+        return False
+    return _selects(rule_peer.get("podSelector", {}), peer.labels)
+
+
+def _port_matches(rule: Obj, port: int, target: Peer) -> bool:
+    if "ports" not in rule:
+        return True
+    for p in rule["ports"]:
+        wanted = p["port"]
+        if wanted == port or (isinstance(wanted, str) and target.ports.get(wanted) == port):
+            return True
+    return False
+
+
+def _allowed(policies: list[Obj], pod: Peer, other: Peer, port: int, direction: str) -> bool:
+    """Whether ``pod``'s policies let traffic to (Egress) or from (Ingress) ``other``."""
+    target = other if direction == "Egress" else pod
+    relevant = [
+        p
+        for p in policies
+        if p["metadata"].get("namespace", "") == pod.namespace
+        and direction in p["spec"].get("policyTypes", ["Ingress"])
+        and _selects(p["spec"]["podSelector"], pod.labels)
+    ]
+    if not relevant:
+        return True
+    key, side = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+    for policy in relevant:
+        for rule in policy["spec"].get(key, []):
+            peers = rule.get(side)
+            if (peers is None or any(_peer_matches(r, other, pod.namespace) for r in peers)) and (
+                _port_matches(rule, port, target)
+            ):
+                return True
+    return False
+
+
+def flow_allowed(objs: list[Obj], src: Peer, dst: Peer, port: int) -> bool:
+    policies = by_kind(objs, "NetworkPolicy")
+    out = src.outside or _allowed(policies, src, dst, port, "Egress")
+    into = dst.outside or _allowed(policies, dst, src, port, "Ingress")
+    return out and into
+
+
+def _pods(objs: list[Obj]) -> dict[str, Peer]:
+    found = {}
+    for w in workloads(objs):
+        labels = dict(w["spec"]["template"]["metadata"]["labels"])
+        ports = {
+            p["name"]: p["containerPort"] for c in pod(w)["containers"] for p in c.get("ports", [])
+        }
+        found[app_name(w)] = Peer(labels, w["metadata"].get("namespace", ""), ports)
+    return found
+
+
+def test_network_policies_deny_by_default_and_allow_only_the_needed_flows(
+    overlay: tuple[str, list[Obj]],
+) -> None:
+    name, objs = overlay
+    pods = _pods(objs)
+    ns = pods["ingestor"].namespace
+    outside = Peer({}, EXTERNAL, {})
+    prometheus = Peer({"app.kubernetes.io/name": "prometheus"}, MONITORING, {})
+    dns = Peer({"k8s-app": "kube-dns"}, "kube-system", {})
+    stranger = Peer({"app": "something-else"}, ns, {})
+    query_client = Peer({"riskwatch.io/query-client": "true"}, "tools", {})
+    default_deny = named(objs, "NetworkPolicy", "default-deny")["spec"]
+    assert default_deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+    clients = ("ingestor", "risk-processor", "ai-analyst", "notifier")
+    kafka: Peer = pods.get("kafka", outside)
+    kafka_port = 9092 if "kafka" in pods else 9096
+    allowed = [
+        *[(pods[c], kafka, kafka_port) for c in clients],
+        *[(p, dns, 53) for p in pods.values()],
+        *[(prometheus, p, p.ports["metrics"]) for p in pods.values() if "metrics" in p.ports],
+        (query_client, pods["risk-processor"], pods["risk-processor"].ports["http"]),
+        (pods["ai-analyst"], outside, 443),
+        (pods["notifier"], outside, 443),
+    ]
+    if "bybit-sim" in pods:
+        allowed.append((pods["ingestor"], pods["bybit-sim"], pods["bybit-sim"].ports["exchange"]))
+    else:
+        allowed.append((pods["ingestor"], outside, 443))
+    denied = [
+        (pods["ingestor"], pods["risk-processor"], pods["risk-processor"].ports["http"]),
+        (pods["notifier"], pods["risk-processor"], pods["risk-processor"].ports["http"]),
+        (stranger, pods["risk-processor"], pods["risk-processor"].ports["http"]),
+        (outside, pods["ingestor"], pods["ingestor"].ports["http"]),
+        (prometheus, pods["risk-processor"], pods["risk-processor"].ports["http"]),
+        (pods["risk-processor"], outside, 443),
+        (pods["ingestor"], outside, 80),
+        (stranger, kafka, kafka_port),
+    ]
+    if "bybit-sim" in pods:
+        denied.append((pods["bybit-sim"], outside, 443))
+        denied.append((pods["notifier"], pods["bybit-sim"], pods["bybit-sim"].ports["exchange"]))
+    for src, dst, port in allowed:
+        assert flow_allowed(objs, src, dst, port), f"{name}: {src.labels} -> {dst.labels}:{port}"
+    for src, dst, port in denied:
+        assert not flow_allowed(objs, src, dst, port), (
+            f"{name}: {src.labels} -> {dst.labels}:{port}"
+        )

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +16,7 @@ from pydantic import SecretStr
 from ai_analyst.app import AnalystApp
 from ai_analyst.settings import AnalystSettings
 from riskwatch_common import topics
+from riskwatch_common.broker import free_port
 from riskwatch_common.contracts import (
     AiSpendRecorded,
     AlertTransition,
@@ -125,3 +130,63 @@ async def test_the_daily_budget_survives_a_restart_on_the_compacted_spend_topic(
             await second.stop()
     finally:
         await producer.stop()
+
+
+async def test_process_with_a_newline_padded_key_calls_the_gateway_and_never_shows_the_key(
+    kafka: KafkaSettings, holysheep: Any, make_alert: Any
+) -> None:
+    # a key from a mounted secret keeps its newline; stripped, it authenticates, and neither
+    # an endpoint, a log line nor a metric label ever carries it
+    key = "hs-scan-secret-5e6f7a8b9c"
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        **kafka.as_env(),
+        "AI_ANALYST_API_KEY": f"{key}\n",
+        "AI_ANALYST_BASE_URL": holysheep.base_url,
+        "AI_ANALYST_HTTP_PORT": str(port),
+        "AI_ANALYST_METRICS_PORT": str(metrics_port),
+        "AI_ANALYST_COALESCE_WINDOW_SECONDS": "0.2",
+        "LOG_LEVEL": "DEBUG",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ai_analyst",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    producer = Producer(kafka, service="test")
+    await producer.start()
+    bodies: dict[str, str] = {}
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def get(url: str) -> tuple[int, str]:
+                try:
+                    async with http.get(url) as resp:
+                        return resp.status, await resp.text()
+                except aiohttp.ClientError:
+                    return 0, ""
+
+            async def ready() -> bool:
+                return (await get(f"http://127.0.0.1:{port}/readyz"))[0] == 200
+
+            await wait_until(ready, timeout=60, message="/readyz ok")
+            alert = make_alert(account="main", severity=Severity.HIGH)
+            await producer.send_and_wait(topics.ALERTS, "main", alert)
+            await read_topic(kafka, topics.ANALYSES, min_records=1, timeout=30)
+            for route in ("/healthz", "/readyz", "/metrics"):
+                bodies[route] = (await get(f"http://127.0.0.1:{port}{route}"))[1]
+            status, bodies["metrics port"] = await get(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        await producer.stop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    bodies["log"] = (await proc.stderr.read()).decode() if proc.stderr else ""
+
+    assert holysheep.auth_headers == [f"Bearer {key}"]
+    assert "ai_analyst_llm_requests_total" in bodies["metrics port"]
+    for where, text in bodies.items():
+        assert key not in text, f"the key leaked into {where}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from riskwatch_common.settings import ServiceSettings
+from riskwatch_common.settings import OutboundSecretUrl, OutboundUrl, ServiceSettings
 
 SERVICE = "notifier"
 
@@ -35,11 +35,11 @@ class NotifierSettings(ServiceSettings):
 
     telegram_bot_token: SecretStr | None = None
     telegram_chat_id: str | None = None
-    telegram_api_base: str = Field(default="https://api.telegram.org", min_length=1)
+    telegram_api_base: OutboundUrl = Field(default="https://api.telegram.org", min_length=1)
     telegram_min_interval_seconds: float = Field(
         default=1.0, ge=0, description="Telegram allows about 1 message/s per chat."
     )
-    slack_webhook_url: SecretStr | None = None
+    slack_webhook_url: OutboundSecretUrl | None = None
     slack_min_interval_seconds: float = Field(
         default=1.0, ge=0, description="Slack allows about 1 message/s per webhook."
     )
