@@ -23,13 +23,15 @@ from notifier import metrics
 from notifier.channels import Channel, ConsoleChannel, FileChannel
 from notifier.dedup import DeliveryLog
 from notifier.delivery import Dispatcher, Outcome, RetryPolicy
-from notifier.messages import Notification, from_alert, from_analysis
+from notifier.messages import Context, Notification, from_alert, from_analysis
 from notifier.settings import SERVICE, NotifierSettings
 from notifier.slack import SlackChannel
 from notifier.telegram import TelegramChannel
 from riskwatch_common.clock import Clock, utc_now
 from riskwatch_common.contracts import (
+    AlertTransition,
     AnalysisCompleted,
+    ExposureSnapshotted,
     NotificationDelivered,
     NotificationFailed,
     RiskAlertChanged,
@@ -37,7 +39,7 @@ from riskwatch_common.contracts import (
 )
 from riskwatch_common.kafka import BrokerProbe, Consumer, Producer, RecordMeta
 from riskwatch_common.runtime import Health, HttpServer
-from riskwatch_common.topics import ALERTS, ANALYSES, NOTIFICATIONS
+from riskwatch_common.topics import ALERTS, ANALYSES, EXPOSURES, NOTIFICATIONS
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,7 @@ class NotifierApp:
                 max_retry_after_seconds=settings.max_retry_after_seconds,
             ),
             queue_size=settings.queue_size,
+            digest_threshold=settings.digest_threshold,
             clock=clock,
             sleep=sleep,
             monotonic=monotonic,
@@ -165,7 +168,7 @@ class NotifierApp:
         self.producer = Producer(settings.kafka, service=SERVICE)
         self.consumer = Consumer(
             settings.kafka,
-            specs=[ALERTS, ANALYSES],
+            specs=[ALERTS, ANALYSES, EXPOSURES],
             group_id=settings.group_id,
             handler=self._handle,
             producer=self.producer,
@@ -176,6 +179,11 @@ class NotifierApp:
         self._batch: list[asyncio.Future[Outcome]] = []
         self._analyses: list[Notification] = []
         self._tasks: list[asyncio.Task[None]] = []
+        # the latest snapshot per account (and 'portfolio'): quick stats and what a
+        # resolved alert's measure is now
+        self.exposures: dict[str, ExposureSnapshotted] = {}
+        # open alerts by alert id, their latest transition (updated ones included)
+        self.open_alerts: dict[str, RiskAlertChanged] = {}
 
     async def start(self) -> None:
         self.delivery_log.open()
@@ -215,9 +223,26 @@ class NotifierApp:
         self.delivery_log.close()
         await self.http.stop()
 
-    async def _handle(self, event: RiskAlertChanged | AnalysisCompleted, meta: RecordMeta) -> None:
-        if isinstance(event, RiskAlertChanged):
-            self._batch.extend(await self.dispatcher.dispatch(from_alert(event)))
+    def context(self, alert: RiskAlertChanged) -> Context:
+        return Context(exposure=self.exposures.get(alert.account), tz=self.settings.tz)
+
+    async def _handle(
+        self,
+        event: RiskAlertChanged | AnalysisCompleted | ExposureSnapshotted,
+        meta: RecordMeta,
+    ) -> None:
+        if isinstance(event, ExposureSnapshotted):
+            self.exposures[event.account] = event
+        elif isinstance(event, RiskAlertChanged):
+            if event.transition == AlertTransition.RESOLVED:
+                self.open_alerts.pop(event.alert_id, None)
+            else:
+                self.open_alerts[event.alert_id] = event
+            if event.transition == AlertTransition.UPDATED:
+                return  # fresher numbers for reminders and /status; never a page
+            self._batch.extend(
+                await self.dispatcher.dispatch(from_alert(event, self.context(event)))
+            )
         else:
             self._analyses.append(from_analysis(event))
 

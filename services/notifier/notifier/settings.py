@@ -6,6 +6,8 @@ file are always on (the file channel turns off with an empty ``NOTIFIER_ALERTS_F
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -44,6 +46,16 @@ class NotifierSettings(ServiceSettings):
         default=1.0, ge=0, description="Slack allows about 1 message/s per webhook."
     )
 
+    timezone: str = Field(
+        default="UTC", description="IANA zone the times in messages are shown in."
+    )
+    digest_threshold: int = Field(
+        default=4,
+        ge=0,
+        description="This many WARNING/INFO/resolved messages waiting on a phone channel "
+        "go out as one digest; 0 = never digest.",
+    )
+
     max_attempts: int = Field(default=5, ge=1, le=20)
     retry_base_seconds: float = Field(default=1.0, gt=0)
     retry_max_seconds: float = Field(default=30.0, gt=0)
@@ -60,6 +72,21 @@ class NotifierSettings(ServiceSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {value!r} (an IANA name such as Europe/Berlin)"
+            ) from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
 
     @field_validator("telegram_chat_id", mode="before")
     @classmethod

@@ -35,7 +35,12 @@ class SlackChannel:
         return text.replace(self._url, "***")
 
     async def send(self, notification: Notification) -> Attempt:
-        body = orjson.dumps({"text": notification.slack, "unfurl_links": False})
+        # Block Kit for the layout; ``text`` is the fallback notifications and screen
+        # readers show (https://api.slack.com/reference/block-kit/blocks)
+        payload: dict[str, object] = {"text": notification.slack, "unfurl_links": False}
+        if notification.slack_blocks:
+            payload["blocks"] = list(notification.slack_blocks)
+        body = orjson.dumps(payload)
         try:
             async with self._session.post(
                 self._url, data=body, headers={"Content-Type": "application/json"}

@@ -193,7 +193,7 @@ def make_alert(
         reason=reason,
         numbers=numbers
         if numbers is not None
-        else {"net_exposure_usd": Decimal("12500"), "threshold_usd": Decimal("10000")},
+        else {"net": Decimal("12500.4"), "threshold": Decimal("10000")},
     )
 
 

@@ -33,7 +33,8 @@ async def test_alert_is_delivered_on_every_enabled_channel(
     assert message["parse_mode"] == "HTML"  # the fake parses it like Telegram does
     assert message["link_preview_options"] == {"is_disabled": True}
     assert message["text"] == from_alert(alert).html
-    assert slack.messages[0]["text"].startswith("🚨 *HIGH* net_exposure_usd raised")
+    assert slack.messages[0]["text"] == "🔴 HIGH · main · net exposure 12,500 USD"
+    assert [b["type"] for b in slack.messages[0]["blocks"]] == ["section", "context"]
     assert "corr=corr-7f3a" in stack.stdout.getvalue()
     [line] = (tmp_path / "alerts.jsonl").read_bytes().splitlines()
     record = orjson.loads(line)
@@ -187,7 +188,8 @@ async def test_analysis_is_sent_as_a_reply_to_its_alert_message(
         "message_id": 101,
         "allow_sending_without_reply": True,
     }
-    assert "re alert <code>main:net_exposure_usd:BTCUSDT</code>" in follow_up["text"]
+    assert "<b>Reduce BTCUSDT</b> by 2,500 USD" in follow_up["text"]
+    assert "main:net_exposure_usd" not in follow_up["text"]  # ids stay off the phone
     assert "reply_parameters" not in first
 
 

@@ -143,6 +143,7 @@ class FakeTelegram(FakeHttpServer):
         self.received: list[Received] = []  # the same, with arrival times
         self.requests = 0
         self._next_id = 100
+        self.by_request: dict[int, Reply] = {}  # the reply to the n-th request (1-based)
 
     @property
     def base(self) -> str:
@@ -179,8 +180,12 @@ class FakeTelegram(FakeHttpServer):
             return await self._respond(
                 Reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
             )
+        if self.requests in self.by_request:
+            return await self._respond(self.by_request.pop(self.requests))
         if self.replies:
             return await self._respond(self.replies.popleft())
+        if len(payload.get("text", "")) > 4096:
+            return await self._respond(self.error(400, "Bad Request: message is too long"))
         if payload.get("parse_mode") == "HTML" and not telegram_accepts(payload["text"]):
             return await self._respond(
                 self.error(400, "Bad Request: can't parse entities: unsupported start tag")
