@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TextIO
 
 import aiohttp
@@ -24,6 +27,7 @@ from notifier.channels import Channel, ConsoleChannel, FileChannel
 from notifier.dedup import DeliveryLog
 from notifier.delivery import Dispatcher, Outcome, RetryPolicy
 from notifier.messages import Context, Notification, from_alert, from_analysis
+from notifier.routing import ChannelConfig, ChannelType, Router, RoutingFile
 from notifier.settings import SERVICE, NotifierSettings
 from notifier.slack import SlackChannel
 from notifier.telegram import TelegramChannel
@@ -35,15 +39,17 @@ from riskwatch_common.contracts import (
     NotificationDelivered,
     NotificationFailed,
     RiskAlertChanged,
+    Severity,
     derived_event_id,
 )
 from riskwatch_common.kafka import BrokerProbe, Consumer, Producer, RecordMeta
+from riskwatch_common.logs import register_secret
 from riskwatch_common.runtime import Health, HttpServer
 from riskwatch_common.topics import ALERTS, ANALYSES, EXPOSURES, NOTIFICATIONS
 
 log = logging.getLogger(__name__)
 
-ALL_CHANNELS = ("console", "file", "telegram", "slack")
+REMINDER_CHECK_SECONDS = 10.0
 
 
 def outcome_event(
@@ -81,49 +87,80 @@ def build_channels(
     settings: NotifierSettings,
     session: aiohttp.ClientSession,
     *,
+    routing: RoutingFile | None = None,
     stdout: TextIO | None = None,
     delivery_log: DeliveryLog | None = None,
 ) -> list[Channel]:
-    """The enabled channels; a channel without credentials is off and says so once."""
+    """The channels of the routing file (or of the env settings), by their names."""
+    routing = routing or settings.routing()
     channels: list[Channel] = []
-    if settings.console_enabled:
-        channels.append(ConsoleChannel(stdout))
-    if settings.alerts_file:
-        channels.append(FileChannel(settings.alerts_file))
-    else:
-        log.info("file channel disabled: NOTIFIER_ALERTS_FILE is empty")
     token = settings.telegram_bot_token
-    if token is None:
-        log.info("telegram disabled: no NOTIFIER_TELEGRAM_BOT_TOKEN")
-    elif settings.telegram_chat_id is None:
-        log.warning("telegram disabled: no NOTIFIER_TELEGRAM_CHAT_ID")
-    else:
-        channels.append(
-            TelegramChannel(
-                session,
-                token=token.get_secret_value(),
-                chat_id=settings.telegram_chat_id,
-                api_base=settings.telegram_api_base,
-                min_interval_seconds=settings.telegram_min_interval_seconds,
-                delivered_ref=(lambda eid: delivery_log.ref("telegram", eid))
-                if delivery_log is not None
-                else None,
+    for name, c in routing.channels.items():
+        if c.type == ChannelType.CONSOLE:
+            channels.append(
+                ConsoleChannel(stdout, name=name, min_interval_seconds=c.min_interval_seconds or 0)
             )
-        )
-    if settings.slack_webhook_url is None:
+        elif c.type == ChannelType.FILE:
+            path = c.path or settings.alerts_file
+            if path:
+                channels.append(FileChannel(path, name=name))
+            else:
+                log.info("file channel disabled: NOTIFIER_ALERTS_FILE is empty")
+        elif c.type == ChannelType.TELEGRAM:
+            if token is None or c.chat_id is None:
+                log.info("telegram disabled: no NOTIFIER_TELEGRAM_BOT_TOKEN")
+                continue
+            channels.append(
+                TelegramChannel(
+                    session,
+                    name=name,
+                    token=token.get_secret_value(),
+                    chat_id=c.chat_id,
+                    api_base=settings.telegram_api_base,
+                    min_interval_seconds=_interval(c, settings.telegram_min_interval_seconds),
+                    delivered_ref=_ref_lookup(delivery_log, name),
+                )
+            )
+        else:
+            url = (
+                os.environ.get(c.webhook_url_env or "", "").strip()
+                if settings.routing_file
+                else settings.slack_webhook_url.get_secret_value()
+                if settings.slack_webhook_url is not None
+                else ""
+            )
+            if not url:
+                log.info("slack disabled: no webhook URL", extra={"channel": name})
+                continue
+            register_secret(url)
+            channels.append(
+                SlackChannel(
+                    session,
+                    name=name,
+                    webhook_url=url,
+                    min_interval_seconds=_interval(c, settings.slack_min_interval_seconds),
+                )
+            )
+    if not any(c.type == ChannelType.TELEGRAM for c in routing.channels.values()):
+        if token is None:
+            log.info("telegram disabled: no NOTIFIER_TELEGRAM_BOT_TOKEN")
+        else:
+            log.warning("telegram disabled: no NOTIFIER_TELEGRAM_CHAT_ID")
+    if not any(c.type == ChannelType.SLACK for c in routing.channels.values()):
         log.info("slack disabled: no NOTIFIER_SLACK_WEBHOOK_URL")
-    else:
-        channels.append(
-            SlackChannel(
-                session,
-                webhook_url=settings.slack_webhook_url.get_secret_value(),
-                min_interval_seconds=settings.slack_min_interval_seconds,
-            )
-        )
-    enabled = {c.name for c in channels}
-    for name in ALL_CHANNELS:
-        metrics.CHANNEL_ENABLED.labels(name).set(1 if name in enabled else 0)
+    for channel in channels:
+        metrics.CHANNEL_ENABLED.labels(channel.name).set(1)
     return channels
+
+
+def _interval(config: ChannelConfig, default: float) -> float:
+    return default if config.min_interval_seconds is None else config.min_interval_seconds
+
+
+def _ref_lookup(delivery_log: DeliveryLog | None, channel: str) -> Callable[[str], object] | None:
+    if delivery_log is None:
+        return None
+    return lambda event_id: delivery_log.ref(channel, event_id)
 
 
 class NotifierApp:
@@ -149,9 +186,18 @@ class NotifierApp:
             timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
         )
         self.delivery_log = DeliveryLog(settings.delivery_log, capacity=settings.dedup_capacity)
+        routing = settings.routing()
+        self.router = Router(routing, settings.tz)
         self.dispatcher = Dispatcher(
-            build_channels(settings, self.session, stdout=stdout, delivery_log=self.delivery_log),
+            build_channels(
+                settings,
+                self.session,
+                routing=routing,
+                stdout=stdout,
+                delivery_log=self.delivery_log,
+            ),
             delivery_log=self.delivery_log,
+            targets=lambda n: self.router.targets(n, self._clock()),
             policy=RetryPolicy(
                 max_attempts=settings.max_attempts,
                 base_seconds=settings.retry_base_seconds,
@@ -170,7 +216,7 @@ class NotifierApp:
             settings.kafka,
             specs=[ALERTS, ANALYSES, EXPOSURES],
             group_id=settings.group_id,
-            handler=self._handle,
+            handler=self.handle,
             producer=self.producer,
             service=SERVICE,
             max_records=settings.max_batch_records,
@@ -184,6 +230,10 @@ class NotifierApp:
         self.exposures: dict[str, ExposureSnapshotted] = {}
         # open alerts by alert id, their latest transition (updated ones included)
         self.open_alerts: dict[str, RiskAlertChanged] = {}
+        self._opened_at: dict[str, datetime] = {}
+        # (alert id, channel) -> when it last paged there: raised, escalated or repeated
+        self._paged: dict[tuple[str, str], datetime] = {}
+        self._reminders: set[asyncio.Future[Outcome]] = set()
 
     async def start(self) -> None:
         self.delivery_log.open()
@@ -200,7 +250,8 @@ class NotifierApp:
             ).run(),
             name="notifier-broker-probe",
         )
-        self._tasks = [consumer, probe, *workers]
+        reminders = asyncio.create_task(self._remind_forever(), name="notifier-reminders")
+        self._tasks = [consumer, probe, reminders, *workers]
         log.info("notifier started", extra={"channels": self.dispatcher.channel_names})
 
     async def wait(self) -> None:
@@ -212,7 +263,7 @@ class NotifierApp:
 
     async def stop(self) -> None:
         self.health.set("kafka", False, "stopping")
-        for task in self._tasks[:2]:
+        for task in self._tasks[:3]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -223,10 +274,61 @@ class NotifierApp:
         self.delivery_log.close()
         await self.http.stop()
 
+    def _track(self, alert: RiskAlertChanged) -> None:
+        if alert.transition == AlertTransition.RESOLVED:
+            self.open_alerts.pop(alert.alert_id, None)
+            self._opened_at.pop(alert.alert_id, None)
+            for key in [k for k in self._paged if k[0] == alert.alert_id]:
+                del self._paged[key]
+            return
+        self.open_alerts[alert.alert_id] = alert
+        self._opened_at.setdefault(alert.alert_id, alert.occurred_at)
+
+    async def remind(self) -> list[asyncio.Future[Outcome]]:
+        """Repeat each unresolved HIGH/CRITICAL alert on every phone channel whose repeat
+        interval has passed since it last paged there, with the alert's current numbers."""
+        now = self._clock()
+        futures: list[asyncio.Future[Outcome]] = []
+        for alert in list(self.open_alerts.values()):
+            if alert.severity not in (Severity.HIGH, Severity.CRITICAL):
+                continue
+            ctx = Context(
+                exposure=self.exposures.get(alert.account),
+                tz=self.settings.tz,
+                reminder_open_since=self._opened_at.get(alert.alert_id, alert.occurred_at),
+                now=now,
+            )
+            n = from_alert(alert, ctx)
+            for name in self.router.targets(n, now):
+                config = self.router.channels[name]
+                repeat = self.router.repeat_seconds(name)
+                if not config.is_phone or repeat <= 0:
+                    continue
+                last = self._paged.get((alert.alert_id, name))
+                if last is not None and (now - last).total_seconds() < repeat:
+                    continue
+                self._paged[(alert.alert_id, name)] = now
+                reminder = dataclasses.replace(
+                    n,
+                    source_event_id=derived_event_id(
+                        "reminder", alert.alert_id, name, now.isoformat()
+                    ),
+                )
+                futures.extend(await self.dispatcher.dispatch(reminder, only={name}))
+        return futures
+
+    async def _remind_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REMINDER_CHECK_SECONDS)
+            for future in await self.remind():
+                # not part of a Kafka batch: outcomes are in the delivery log and metrics
+                self._reminders.add(future)
+                future.add_done_callback(self._reminders.discard)
+
     def context(self, alert: RiskAlertChanged) -> Context:
         return Context(exposure=self.exposures.get(alert.account), tz=self.settings.tz)
 
-    async def _handle(
+    async def handle(
         self,
         event: RiskAlertChanged | AnalysisCompleted | ExposureSnapshotted,
         meta: RecordMeta,
@@ -234,15 +336,14 @@ class NotifierApp:
         if isinstance(event, ExposureSnapshotted):
             self.exposures[event.account] = event
         elif isinstance(event, RiskAlertChanged):
-            if event.transition == AlertTransition.RESOLVED:
-                self.open_alerts.pop(event.alert_id, None)
-            else:
-                self.open_alerts[event.alert_id] = event
+            self._track(event)
             if event.transition == AlertTransition.UPDATED:
                 return  # fresher numbers for reminders and /status; never a page
-            self._batch.extend(
-                await self.dispatcher.dispatch(from_alert(event, self.context(event)))
-            )
+            n = from_alert(event, self.context(event))
+            now = self._clock()
+            for name in self.router.targets(n, now):
+                self._paged[(event.alert_id, name)] = now
+            self._batch.extend(await self.dispatcher.dispatch(n))
         else:
             self._analyses.append(from_analysis(event))
 

@@ -45,10 +45,16 @@ class Channel(Protocol):
 class ConsoleChannel:
     """One readable line per notification on stdout."""
 
-    name = "console"
-    min_interval_seconds = 0.0
-
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        name: str = "console",
+        min_interval_seconds: float = 0.0,
+    ) -> None:
+        self.name = name
+        # paced (e.g. the demo's stand-in for a phone), it gets digests like Telegram
+        self.min_interval_seconds = min_interval_seconds
         self._stream = stream
 
     async def send(self, notification: Notification) -> Attempt:
@@ -64,10 +70,10 @@ class ConsoleChannel:
 class FileChannel:
     """Appends one JSON line per notification, with the channel text, to a file."""
 
-    name = "file"
     min_interval_seconds = 0.0
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, name: str = "file") -> None:
+        self.name = name
         self.path = Path(path)
         self._file: IO[bytes] | None = None
 

@@ -301,6 +301,7 @@ class Dispatcher:
         policy: RetryPolicy | None = None,
         queue_size: int = 1000,
         digest_threshold: int = 4,
+        targets: Callable[[Notification], set[str]] | None = None,
         clock: Clock = utc_now,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
@@ -308,6 +309,7 @@ class Dispatcher:
         park_seconds: float = PARK_SECONDS,
     ) -> None:
         self.delivery_log = delivery_log
+        self._targets = targets
         self._clock = clock
         self._monotonic = monotonic
         self.park_seconds = park_seconds
@@ -395,14 +397,21 @@ class Dispatcher:
         future.add_done_callback(self._done_callback(key))
         return future
 
-    async def dispatch(self, n: Notification) -> list[asyncio.Future[Outcome]]:
-        """Queue ``n`` on each channel that has not had it; duplicates are skipped.
+    async def dispatch(
+        self, n: Notification, only: set[str] | None = None
+    ) -> list[asyncio.Future[Outcome]]:
+        """Queue ``n`` on each channel it is routed to (``only`` these when given) that has
+        not had it; duplicates are skipped.
 
         An analysis whose alert this channel has not seen is parked (no future for it yet);
         dispatching the alert queues the parked analyses right behind it.
         """
         futures = []
+        wanted = only if only is not None else self._targets(n) if self._targets else None
         for worker in self.workers:
+            if wanted is not None and worker.name not in wanted:
+                metrics.NOTIFICATIONS.labels(worker.name, n.kind.value, "not_routed").inc()
+                continue
             key = (worker.name, n.source_event_id)
             if key in self._in_flight or self.delivery_log.delivered(*key):
                 metrics.NOTIFICATIONS.labels(worker.name, n.kind.value, "duplicate").inc()

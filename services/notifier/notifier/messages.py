@@ -178,6 +178,7 @@ class Context:
     exposure: ExposureSnapshotted | None = None
     tz: tzinfo = UTC
     reminder_open_since: datetime | None = None  # set on a repeat of an open alert
+    now: datetime | None = None  # a repeat shows when it is sent, not when it was raised
 
 
 def headline(alert: RiskAlertChanged, ctx: Context = Context()) -> str:
@@ -200,10 +201,11 @@ def from_alert(alert: RiskAlertChanged, ctx: Context = Context()) -> Notificatio
     reason = "" if resolved else _one_line(_clip(alert.reason, MAX_REASON_CHARS))
     action = "" if resolved or alert.action is None else describe_action(alert.action, tz=ctx.tz)
     stats = quick_stats(ctx.exposure)
-    when = local_time(alert.occurred_at, ctx.tz)
+    at = ctx.now or alert.occurred_at
+    when = local_time(at, ctx.tz)
     rule = rule_name(alert.rule)
     if ctx.reminder_open_since is not None:
-        minutes = int((alert.occurred_at - ctx.reminder_open_since).total_seconds() // 60)
+        minutes = int((at - ctx.reminder_open_since).total_seconds() // 60)
         when = f"🔁 still open after {minutes} min · {when}"
     foot = f"{rule} · {when}"
 

@@ -6,11 +6,13 @@ file are always on (the file channel turns off with an empty ``NOTIFIER_ALERTS_F
 
 from __future__ import annotations
 
+import os
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from notifier.routing import ChannelType, RoutingFile, default_routing, load_routing
 from riskwatch_common.settings import ServiceSettings
 
 SERVICE = "notifier"
@@ -46,6 +48,11 @@ class NotifierSettings(ServiceSettings):
         default=1.0, ge=0, description="Slack allows about 1 message/s per webhook."
     )
 
+    routing_file: str = Field(
+        default="",
+        description="YAML routing file (channels, routes, quiet hours, repeats); '' = every "
+        "configured channel, phones from WARNING up.",
+    )
     timezone: str = Field(
         default="UTC", description="IANA zone the times in messages are shown in."
     )
@@ -72,6 +79,36 @@ class NotifierSettings(ServiceSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("routing_file")
+    @classmethod
+    def _valid_routing(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        routing = load_routing(value)  # RoutingError is a ValueError: one line, exit 2
+        for name, c in routing.channels.items():
+            if c.type == ChannelType.SLACK and not os.environ.get(c.webhook_url_env or ""):
+                raise ValueError(
+                    f"routing file {value}: channels.{name}.webhook_url_env: "
+                    f"{c.webhook_url_env} is not set"
+                )
+            if c.type == ChannelType.TELEGRAM and info.data.get("telegram_bot_token") is None:
+                raise ValueError(
+                    f"routing file {value}: channels.{name}: a telegram channel needs "
+                    "NOTIFIER_TELEGRAM_BOT_TOKEN"
+                )
+        return value
+
+    def routing(self) -> RoutingFile:
+        """The routing file's channels and routes, or the default of the env settings."""
+        if self.routing_file:
+            return load_routing(self.routing_file)
+        return default_routing(
+            console=self.console_enabled,
+            file_path=self.alerts_file,
+            telegram_chat_id=self.telegram_chat_id if self.telegram_bot_token else None,
+            slack=self.slack_webhook_url is not None,
+        )
 
     @field_validator("timezone")
     @classmethod

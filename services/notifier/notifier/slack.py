@@ -18,15 +18,15 @@ MAX_RETRY_AFTER_HEADER = 3600.0
 
 
 class SlackChannel:
-    name = "slack"
-
     def __init__(
         self,
         session: aiohttp.ClientSession,
         *,
+        name: str = "slack",
         webhook_url: str,
         min_interval_seconds: float = 1.0,
     ) -> None:
+        self.name = name
         self._session = session
         self._url = webhook_url
         self.min_interval_seconds = min_interval_seconds

@@ -28,18 +28,18 @@ GROUP_PER_MINUTE = 20
 
 
 class TelegramChannel:
-    name = "telegram"
-
     def __init__(
         self,
         session: aiohttp.ClientSession,
         *,
+        name: str = "telegram",
         token: str,
         chat_id: str,
         api_base: str = "https://api.telegram.org",
         min_interval_seconds: float = 1.0,
         delivered_ref: Callable[[str], object] | None = None,
     ) -> None:
+        self.name = name
         self._session = session
         # the delivery log's record of an alert sent before a restart
         self._delivered_ref = delivered_ref
