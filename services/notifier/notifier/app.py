@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hmac
 import logging
 import os
 import random
@@ -21,14 +22,18 @@ from datetime import datetime
 from typing import TextIO
 
 import aiohttp
+from aiohttp import web
 
-from notifier import metrics
+from notifier import commands, metrics
+from notifier.bot import Command, TelegramBot
 from notifier.channels import Channel, ConsoleChannel, FileChannel
 from notifier.dedup import DeliveryLog
 from notifier.delivery import Dispatcher, Outcome, RetryPolicy
 from notifier.messages import Context, Notification, from_alert, from_analysis
 from notifier.routing import ChannelConfig, ChannelType, Router, RoutingFile
 from notifier.settings import SERVICE, NotifierSettings
+from notifier.silence_store import KafkaSilenceStore, SilenceStore
+from notifier.silences import Silences, lifted
 from notifier.slack import SlackChannel
 from notifier.telegram import TelegramChannel
 from riskwatch_common.clock import Clock, utc_now
@@ -45,11 +50,13 @@ from riskwatch_common.contracts import (
 from riskwatch_common.kafka import BrokerProbe, Consumer, Producer, RecordMeta
 from riskwatch_common.logs import register_secret
 from riskwatch_common.runtime import Health, HttpServer
+from riskwatch_common.text import plain_text
 from riskwatch_common.topics import ALERTS, ANALYSES, EXPOSURES, NOTIFICATIONS
 
 log = logging.getLogger(__name__)
 
 REMINDER_CHECK_SECONDS = 10.0
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def outcome_event(
@@ -175,13 +182,17 @@ class NotifierApp:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        silence_store: SilenceStore | None = None,
     ) -> None:
         self.settings = settings
         self.source = f"{SERVICE}/{settings.instance}"
         self._clock = clock
         self.health = Health()
         self.health.expect("kafka", "broker")
-        self.http = HttpServer(settings.http_host, settings.http_port, self.health)
+        self._sleep = sleep
+        self.http = HttpServer(
+            settings.http_host, settings.http_port, self.health, routes=self._api_routes()
+        )
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
         )
@@ -197,7 +208,7 @@ class NotifierApp:
                 delivery_log=self.delivery_log,
             ),
             delivery_log=self.delivery_log,
-            targets=lambda n: self.router.targets(n, self._clock()),
+            targets=self._targets,
             policy=RetryPolicy(
                 max_attempts=settings.max_attempts,
                 base_seconds=settings.retry_base_seconds,
@@ -222,6 +233,9 @@ class NotifierApp:
             max_records=settings.max_batch_records,
             on_batch_done=self._batch_done,
         )
+        self.silences = Silences()
+        self.silence_store = silence_store or KafkaSilenceStore(settings.kafka, self.producer)
+        self._silences_ready = asyncio.Event()
         self._batch: list[asyncio.Future[Outcome]] = []
         self._analyses: list[Notification] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -241,6 +255,7 @@ class NotifierApp:
         self.health.set("channels", True, ", ".join(self.dispatcher.channel_names))
         await self.http.start()
         await self.producer.start()
+        silences = await self.start_silences()
         await self.consumer.start()
         self.health.set("kafka", True, f"consuming {ALERTS.name}, {ANALYSES.name}")
         consumer = asyncio.create_task(self.consumer.run(), name="notifier-consumer")
@@ -251,7 +266,7 @@ class NotifierApp:
             name="notifier-broker-probe",
         )
         reminders = asyncio.create_task(self._remind_forever(), name="notifier-reminders")
-        self._tasks = [consumer, probe, reminders, *workers]
+        self._tasks = [consumer, probe, reminders, silences, *self.start_bot(), *workers]
         log.info("notifier started", extra={"channels": self.dispatcher.channel_names})
 
     async def wait(self) -> None:
@@ -263,7 +278,7 @@ class NotifierApp:
 
     async def stop(self) -> None:
         self.health.set("kafka", False, "stopping")
-        for task in self._tasks[:3]:
+        for task in [t for t in self._tasks if not t.get_name().startswith("notifier-worker")]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -273,6 +288,134 @@ class NotifierApp:
         await self.session.close()
         self.delivery_log.close()
         await self.http.stop()
+
+    async def start_silences(self) -> asyncio.Task[None]:
+        """Read every silence back before the first alert; then keep following the topic."""
+        task = asyncio.create_task(
+            self.silence_store.follow(self.silences.apply, self._silences_ready),
+            name="notifier-silences",
+        )
+        ready = asyncio.create_task(self._silences_ready.wait())
+        done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            ready.cancel()
+            task.result()
+            raise RuntimeError("the silence reader stopped before it caught up")
+        log.info("silences loaded", extra={"active": len(self.silences.active(self._clock()))})
+        return task
+
+    def start_bot(self) -> list[asyncio.Task[None]]:
+        """Answer bot commands in the routing's Telegram chats (when there are any)."""
+        token = self.settings.telegram_bot_token
+        chats = {
+            c.chat_id
+            for c in self.router.channels.values()
+            if c.type == ChannelType.TELEGRAM and c.chat_id
+        }
+        if not self.settings.telegram_commands or token is None or not chats:
+            return []
+        bot = TelegramBot(
+            self.session,
+            token=token.get_secret_value(),
+            api_base=self.settings.telegram_api_base,
+            chats=chats,
+            on_command=self.telegram_command,
+            sleep=self._sleep,
+            poll_seconds=self.settings.telegram_poll_seconds,
+        )
+        self.bot = bot
+        return [asyncio.create_task(bot.run(), name="notifier-bot")]
+
+    def _targets(self, n: Notification) -> set[str]:
+        now = self._clock()
+        targets = self.router.targets(n, now)
+        if self.silences.muting(n, now) is None:
+            return targets
+        kept = set()
+        for name in targets:
+            if self.router.channels[name].is_phone:
+                metrics.SILENCED.labels(name).inc()
+            else:
+                kept.add(name)
+        return kept
+
+    def state(self) -> commands.State:
+        return commands.State(
+            now=self._clock(),
+            tz=self.settings.tz,
+            exposures=self.exposures,
+            open_alerts=self.open_alerts,
+            silences=self.silences,
+        )
+
+    async def command(
+        self, text: str, *, by: str, replied_alert_id: str | None = None
+    ) -> commands.Reply:
+        """Run a bot or API command; its silences are durable before the reply says so."""
+        reply = commands.run(text, self.state(), by=by, replied_alert_id=replied_alert_id)
+        for event in reply.events:
+            await self.silence_store.save(event)
+            self.silences.apply(event)
+        return reply
+
+    async def telegram_command(self, cmd: Command) -> str:
+        replied = None
+        if cmd.reply_to_message_id is not None:
+            for worker in self.dispatcher.workers:
+                ch = worker.channel
+                if isinstance(ch, TelegramChannel) and ch.chat_id == cmd.chat_id:
+                    replied = ch.alert_of_message.get(cmd.reply_to_message_id) or replied
+        reply = await self.command(cmd.text, by=f"telegram:{cmd.chat_id}", replied_alert_id=replied)
+        return reply.html
+
+    def _api_routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/api/command", self._api_command),
+            web.get("/api/silences", self._api_silences),
+        ]
+
+    def _authorized(self, request: web.Request) -> str | None:
+        """None when the request may use the API, else why not."""
+        token = self.settings.api_token
+        if token is None:
+            if self.settings.http_host in LOOPBACK:
+                return None
+            return "the notifier API needs NOTIFIER_API_TOKEN when bound beyond loopback"
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            return None
+        return "missing or wrong bearer token"
+
+    async def _api_command(self, request: web.Request) -> web.Response:
+        problem = self._authorized(request)
+        if problem is not None:
+            metrics.API_REQUESTS.labels("unauthorized").inc()
+            return web.json_response({"ok": False, "text": problem}, status=401)
+        try:
+            body = await request.json()
+            text = str(body["command"])
+        except (ValueError, KeyError, TypeError):
+            metrics.API_REQUESTS.labels("bad_request").inc()
+            return web.json_response(
+                {"ok": False, "text": 'send {"command": "/mute sub_90x 1h"}'}, status=400
+            )
+        reply = await self.command(text, by="api")
+        metrics.API_REQUESTS.labels("ok" if reply.ok else "bad_request").inc()
+        return web.json_response(
+            {"ok": reply.ok, "text": plain_text(reply.html)}, status=200 if reply.ok else 400
+        )
+
+    async def _api_silences(self, request: web.Request) -> web.Response:
+        problem = self._authorized(request)
+        if problem is not None:
+            metrics.API_REQUESTS.labels("unauthorized").inc()
+            return web.json_response({"ok": False, "text": problem}, status=401)
+        metrics.API_REQUESTS.labels("ok").inc()
+        active = self.silences.active(self._clock())
+        return web.json_response(
+            {"ok": True, "silences": [s.model_dump(mode="json") for s in active]}
+        )
 
     def _track(self, alert: RiskAlertChanged) -> None:
         if alert.transition == AlertTransition.RESOLVED:
@@ -292,6 +435,8 @@ class NotifierApp:
         for alert in list(self.open_alerts.values()):
             if alert.severity not in (Severity.HIGH, Severity.CRITICAL):
                 continue
+            if self.silences.ack_of(alert.alert_id) is not None:
+                continue  # acknowledged: no repeats until it resolves
             ctx = Context(
                 exposure=self.exposures.get(alert.account),
                 tz=self.settings.tz,
@@ -337,6 +482,12 @@ class NotifierApp:
             self.exposures[event.account] = event
         elif isinstance(event, RiskAlertChanged):
             self._track(event)
+            acked = self.silences.ack_of(event.alert_id)
+            if event.transition == AlertTransition.RESOLVED and acked is not None:
+                # the acknowledgement ends with the alert; a new one pages again
+                done = lifted(acked, now=self._clock(), by="resolved")
+                await self.silence_store.save(done)
+                self.silences.apply(done)
             if event.transition == AlertTransition.UPDATED:
                 return  # fresher numbers for reminders and /status; never a page
             n = from_alert(event, self.context(event))

@@ -337,7 +337,7 @@ class Dispatcher:
 
     def start(self) -> list[asyncio.Task[None]]:
         self._tasks = [
-            asyncio.create_task(w.run(), name=f"notifier-{w.name}") for w in self.workers
+            asyncio.create_task(w.run(), name=f"notifier-worker-{w.name}") for w in self.workers
         ]
         return self._tasks
 

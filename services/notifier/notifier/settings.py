@@ -48,6 +48,15 @@ class NotifierSettings(ServiceSettings):
         default=1.0, ge=0, description="Slack allows about 1 message/s per webhook."
     )
 
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the silence API; required for it when the HTTP host "
+        "is not loopback (without one the API refuses every request there).",
+    )
+    telegram_commands: bool = Field(
+        default=True, description="Answer /status, /mute, ... in the routing's Telegram chats."
+    )
+    telegram_poll_seconds: float = Field(default=25.0, ge=0, le=50)
     routing_file: str = Field(
         default="",
         description="YAML routing file (channels, routes, quiet hours, repeats); '' = every "
@@ -73,7 +82,7 @@ class NotifierSettings(ServiceSettings):
     queue_size: int = Field(default=256, ge=1, description="Pending sends per channel.")
     max_batch_records: int = Field(default=200, ge=1)
 
-    @field_validator("telegram_bot_token", "slack_webhook_url", mode="before")
+    @field_validator("telegram_bot_token", "slack_webhook_url", "api_token", mode="before")
     @classmethod
     def _blank_secret_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

@@ -55,6 +55,8 @@ class TelegramChannel:
         # event id -> message ids of the parts already accepted: a retry after part 2 of 3
         # failed sends part 2 and 3 only, never part 1 again
         self._parts_sent: OrderedDict[str, list[int]] = OrderedDict()
+        # message_id -> alert id, so "/ack" sent as a reply to an alert acknowledges it
+        self.alert_of_message: OrderedDict[int, str] = OrderedDict()
         # set by the worker: waits out the chat's rate limit before each further part
         self.pace: Callable[[], Awaitable[None]] | None = None
 
@@ -122,6 +124,11 @@ class TelegramChannel:
             self._message_ids[key] = first
             while len(self._message_ids) > REMEMBERED_MESSAGES:
                 self._message_ids.popitem(last=False)
+            if notification.kind == NotificationKind.ALERT:
+                for message_id in sent:
+                    self.alert_of_message[message_id] = notification.alert_id
+                while len(self.alert_of_message) > REMEMBERED_MESSAGES:
+                    self.alert_of_message.popitem(last=False)
         return Attempt(Result.DELIVERED, ref=first or None)
 
     async def _post(self, text: str, *, plain: bool, reply_to: int | None) -> Attempt:

@@ -14,10 +14,11 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from notifier.app import build_channels
+from notifier.app import NotifierApp, build_channels
 from notifier.dedup import DeliveryLog
 from notifier.delivery import Dispatcher, RetryPolicy
 from notifier.settings import NotifierSettings
+from notifier.silence_store import MemorySilenceStore
 from riskwatch_common.contracts import (
     AlertTransition,
     AnalysisCompleted,
@@ -35,7 +36,9 @@ from riskwatch_common.fakes import (
     FakeTelegram,
     telegram_accepts,
 )
+from riskwatch_common.kafka import RecordMeta
 from riskwatch_common.settings import KafkaSettings
+from riskwatch_common.topics import ALERTS
 
 CHAT_ID = TELEGRAM_CHAT_ID
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -235,3 +238,61 @@ def make_analysis_fixture() -> Any:
 def telegram_accepts_fixture() -> Any:
     """Whether the fake Telegram would parse a text sent with parse_mode=HTML."""
     return telegram_accepts
+
+
+META = RecordMeta(ALERTS, ALERTS.name, 0, 0, None, 0)
+
+
+class Clock:
+    """The app's injected wall clock; tests move it."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def make_app(fake_time: FakeTime) -> AsyncIterator[Any]:
+    """A NotifierApp without Kafka: channels, dispatcher, silences in memory, fake time."""
+    apps: list[NotifierApp] = []
+
+    async def _make(settings: NotifierSettings, clock: Clock) -> NotifierApp:
+        app = NotifierApp(
+            settings,
+            clock=clock,
+            sleep=fake_time.sleep,
+            monotonic=fake_time.monotonic,
+            silence_store=MemorySilenceStore(),
+        )
+        app.delivery_log.open()
+        app.dispatcher.start()
+        await app.start_silences()
+        apps.append(app)
+        return app
+
+    yield _make
+    for app in apps:
+        for task in app._tasks:
+            task.cancel()
+        await app.dispatcher.stop()
+        await app.session.close()
+        app.delivery_log.close()
+
+
+@pytest.fixture(name="handle")
+def handle_fixture() -> Any:
+    async def _handle(app: NotifierApp, *events: Any) -> None:
+        """Handle records as the consumer would and wait for every channel's outcome."""
+        for event in events:
+            await app.handle(event, META)
+        batch, app._batch = app._batch, []
+        await asyncio.gather(*batch)
+
+    return _handle

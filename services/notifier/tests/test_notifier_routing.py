@@ -7,7 +7,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,15 +14,11 @@ from typing import Any
 
 import pytest
 
-from notifier.app import NotifierApp
 from notifier.routing import RoutingError, load_routing
 from riskwatch_common.contracts import AlertTransition, Severity
-from riskwatch_common.kafka import RecordMeta
-from riskwatch_common.topics import ALERTS
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 DESK, LEAD = "-1001234567890", "123456789"
-META = RecordMeta(ALERTS, ALERTS.name, 0, 0, None, 0)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -83,41 +78,6 @@ def test_the_notifier_exits_2_on_a_bad_routing_file(tmp_path: Path) -> None:
     assert f"routing file {path}: channels.a.min_severity" in line
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@pytest.fixture
-async def make_app(fake_time: Any) -> AsyncIterator[Any]:
-    apps: list[NotifierApp] = []
-
-    async def _make(settings: Any, clock: Clock) -> NotifierApp:
-        app = NotifierApp(
-            settings, clock=clock, sleep=fake_time.sleep, monotonic=fake_time.monotonic
-        )
-        app.delivery_log.open()
-        app.dispatcher.start()
-        apps.append(app)
-        return app
-
-    yield _make
-    for app in apps:
-        await app.dispatcher.stop()
-        await app.session.close()
-        app.delivery_log.close()
-
-
-async def handle(app: NotifierApp, *events: Any) -> None:
-    for event in events:
-        await app.handle(event, META)
-    batch, app._batch = app._batch, []
-    await asyncio.gather(*batch)
-
-
 ROUTING = f"""
 channels:
   desk: {{type: telegram, chat_id: "{DESK}", quiet_hours: {{start: "23:00", end: "07:00"}}}}
@@ -133,10 +93,16 @@ routes:
 
 
 async def test_routes_send_to_two_chats_by_group_and_minimum_severity(
-    tmp_path: Path, telegram: Any, settings_for: Any, make_app: Any, make_alert: Any
+    tmp_path: Path,
+    telegram: Any,
+    settings_for: Any,
+    make_app: Any,
+    make_alert: Any,
+    clock: Any,
+    handle: Any,
 ) -> None:
     settings = settings_for(tmp_path, telegram=telegram, routing_file=str(write(tmp_path, ROUTING)))
-    app = await make_app(settings, Clock())
+    app = await make_app(settings, clock)
     await handle(
         app,
         make_alert(account="sub_90x", severity=Severity.HIGH, subject="A"),
@@ -159,7 +125,13 @@ async def test_routes_send_to_two_chats_by_group_and_minimum_severity(
 
 
 async def test_quiet_hours_hold_back_all_but_critical_and_the_file_still_gets_them(
-    tmp_path: Path, telegram: Any, settings_for: Any, make_app: Any, make_alert: Any
+    tmp_path: Path,
+    telegram: Any,
+    settings_for: Any,
+    make_app: Any,
+    make_alert: Any,
+    clock: Any,
+    handle: Any,
 ) -> None:
     settings = settings_for(
         tmp_path,
@@ -167,7 +139,6 @@ async def test_quiet_hours_hold_back_all_but_critical_and_the_file_still_gets_th
         routing_file=str(write(tmp_path, ROUTING)),
         timezone="Europe/Berlin",
     )
-    clock = Clock()
     clock.now = datetime(2026, 3, 2, 1, 30, tzinfo=UTC)  # 02:30 in Berlin
     app = await make_app(settings, clock)
     await handle(
@@ -182,10 +153,15 @@ async def test_quiet_hours_hold_back_all_but_critical_and_the_file_still_gets_th
 
 
 async def test_an_open_high_alert_repeats_every_interval_with_current_numbers_until_resolved(
-    tmp_path: Path, telegram: Any, settings_for: Any, make_app: Any, make_alert: Any
+    tmp_path: Path,
+    telegram: Any,
+    settings_for: Any,
+    make_app: Any,
+    make_alert: Any,
+    clock: Any,
+    handle: Any,
 ) -> None:
     settings = settings_for(tmp_path, telegram=telegram, routing_file=str(write(tmp_path, ROUTING)))
-    clock = Clock()
     app = await make_app(settings, clock)
     alert = make_alert(account="sub_90x", severity=Severity.HIGH)
     await handle(app, alert)

@@ -111,3 +111,23 @@ async def test_alert_and_analysis_reach_file_console_and_telegram_with_outcome_e
     finally:
         await app.stop()
         await producer.stop()
+
+
+async def test_a_silence_survives_a_restart_on_the_compacted_topic(
+    kafka: KafkaSettings, tmp_path: Path, settings_for: Any
+) -> None:
+    settings = settings_for(tmp_path, kafka=kafka)
+    first = NotifierApp(settings)
+    await first.start()
+    try:
+        reply = await first.command("/mute symbol:BTCUSDT 2h", by="test")
+        assert reply.ok
+    finally:
+        await first.stop()
+    second = NotifierApp(settings_for(tmp_path / "2", kafka=kafka))
+    await second.start()  # reads notify.silences.v1 back before consuming alerts
+    try:
+        [silence] = second.silences.active(second.state().now)
+        assert (silence.scope.value, silence.value, silence.by) == ("symbol", "BTCUSDT", "test")
+    finally:
+        await second.stop()

@@ -1,16 +1,17 @@
 """Local fakes of the outside HTTP systems, speaking their real protocol.
 
-The Telegram Bot API (``sendMessage``, ``getChat``), a Slack incoming webhook and an
-OpenAI-compatible LLM gateway (HolySheep), each a real aiohttp server on loopback: the
-notifier's tests, ``riskwatch doctor``'s tests and ``bench/e2e.py`` talk to them over real
-HTTP. A test queues replies (errors, rate limits, a hung request) to script what
-the service answers next; every accepted message is kept, with the wall-clock time its
-request arrived (what the end-to-end benchmark measures to).
+The Telegram Bot API (``sendMessage``, ``getChat``, ``getUpdates`` long polling), a Slack
+incoming webhook and an OpenAI-compatible LLM gateway (HolySheep), each a real aiohttp
+server on loopback: the notifier's tests, ``riskwatch doctor``'s tests and
+``bench/e2e.py`` talk to them over real HTTP. A test queues replies (errors, rate limits,
+a hung request) to script what the service answers next; every accepted message is kept,
+with the wall-clock time its request arrived (what the end-to-end benchmark measures to).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -144,6 +145,10 @@ class FakeTelegram(FakeHttpServer):
         self.requests = 0
         self._next_id = 100
         self.by_request: dict[int, Reply] = {}  # the reply to the n-th request (1-based)
+        self.updates: list[dict[str, Any]] = []  # what getUpdates hands out
+        self.update_offsets: list[int] = []  # the offset of every getUpdates call
+        self._next_update = 5000
+        self._update_arrived = asyncio.Event()
 
     @property
     def base(self) -> str:
@@ -153,6 +158,7 @@ class FakeTelegram(FakeHttpServer):
         return [
             web.post("/bot{token}/sendMessage", self._send),
             web.post("/bot{token}/getChat", self._get_chat),
+            web.post("/bot{token}/getUpdates", self._get_updates),
             web.get("/bot{token}/getChat", self._get_chat),
         ]
 
@@ -196,6 +202,45 @@ class FakeTelegram(FakeHttpServer):
         return await self._respond(
             Reply(200, {"ok": True, "result": {"message_id": self._next_id, "text": "..."}})
         )
+
+    def user_says(self, chat_id: str, text: str, *, reply_to_message_id: int | None = None) -> int:
+        """A person writes ``text`` in ``chat_id``: the next getUpdates returns it.
+
+        Returns the update id; a bot has handled it once it polls with a higher offset."""
+        update_id = self._next_update
+        self._next_update += 1
+        message: dict[str, Any] = {
+            "message_id": 4000 + update_id,
+            "date": int(time.time()),
+            "chat": {
+                "id": int(chat_id),
+                "type": "supergroup" if chat_id.startswith("-") else "private",
+            },
+            "from": {"id": 42, "is_bot": False, "first_name": "Trader"},
+            "text": text,
+        }
+        if reply_to_message_id is not None:
+            message["reply_to_message"] = {"message_id": reply_to_message_id}
+        self.updates.append({"update_id": update_id, "message": message})
+        self._update_arrived.set()
+        return update_id
+
+    async def _get_updates(self, request: web.Request) -> web.Response:
+        """Long polling as the Bot API does it: updates from ``offset`` on (earlier ones
+        are confirmed and forgotten), waiting up to ``timeout`` seconds for one."""
+        if request.match_info["token"] != self.token:
+            return await self._respond(self.error(401, "Unauthorized"))
+        body = await request.json() if request.can_read_body else {}
+        offset = int(body.get("offset") or 0)
+        self.update_offsets.append(offset)
+        self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        if not self.updates:
+            self._update_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._update_arrived.wait(), timeout=float(body.get("timeout") or 0)
+                )
+        return await self._respond(Reply(200, {"ok": True, "result": self.updates[:100]}))
 
     @staticmethod
     def error(status: int, description: str, parameters: dict[str, Any] | None = None) -> Reply:
