@@ -18,7 +18,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TextIO
 
 import aiohttp
@@ -30,6 +30,7 @@ from notifier.channels import Channel, ConsoleChannel, FileChannel
 from notifier.dedup import DeliveryLog
 from notifier.delivery import Dispatcher, Outcome, RetryPolicy
 from notifier.messages import Context, Notification, from_alert, from_analysis
+from notifier.outbox import Entry, Outbox, OutboxPolicy
 from notifier.routing import ChannelConfig, ChannelType, Router, RoutingFile
 from notifier.settings import SERVICE, NotifierSettings
 from notifier.silence_store import KafkaSilenceStore, SilenceStore
@@ -56,6 +57,7 @@ from riskwatch_common.topics import ALERTS, ANALYSES, EXPOSURES, NOTIFICATIONS
 log = logging.getLogger(__name__)
 
 REMINDER_CHECK_SECONDS = 10.0
+OUTBOX_CHECK_SECONDS = 5.0
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -197,6 +199,14 @@ class NotifierApp:
             timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
         )
         self.delivery_log = DeliveryLog(settings.delivery_log, capacity=settings.dedup_capacity)
+        self.outbox = Outbox(
+            settings.outbox,
+            policy=OutboxPolicy(
+                ttl_urgent=timedelta(hours=settings.outbox_ttl_hours),
+                ttl_other=timedelta(hours=settings.outbox_ttl_other_hours),
+            ),
+            rng=rng,
+        )
         routing = settings.routing()
         self.router = Router(routing, settings.tz)
         self.dispatcher = Dispatcher(
@@ -251,6 +261,7 @@ class NotifierApp:
 
     async def start(self) -> None:
         self.delivery_log.open()
+        self.outbox.open()
         workers = self.dispatcher.start()
         self.health.set("channels", True, ", ".join(self.dispatcher.channel_names))
         await self.http.start()
@@ -266,7 +277,8 @@ class NotifierApp:
             name="notifier-broker-probe",
         )
         reminders = asyncio.create_task(self._remind_forever(), name="notifier-reminders")
-        self._tasks = [consumer, probe, reminders, silences, *self.start_bot(), *workers]
+        retries = asyncio.create_task(self._retry_forever(), name="notifier-outbox")
+        self._tasks = [consumer, probe, reminders, retries, silences, *self.start_bot(), *workers]
         log.info("notifier started", extra={"channels": self.dispatcher.channel_names})
 
     async def wait(self) -> None:
@@ -287,6 +299,7 @@ class NotifierApp:
         await self.producer.stop()
         await self.session.close()
         self.delivery_log.close()
+        self.outbox.close()
         await self.http.stop()
 
     async def start_silences(self) -> asyncio.Task[None]:
@@ -498,6 +511,82 @@ class NotifierApp:
         else:
             self._analyses.append(from_analysis(event))
 
+    def settle(self, outcomes: list[Outcome]) -> list[NotificationDelivered | NotificationFailed]:
+        """The outcome events to publish for a batch's outcomes; a retryable failure is put
+        in the outbox instead (durably, before the batch commits) and has none yet."""
+        events: list[NotificationDelivered | NotificationFailed] = []
+        for outcome in outcomes:
+            if not outcome.delivered and outcome.retryable:
+                self.outbox.add(
+                    outcome.channel,
+                    outcome.notification,
+                    now=self._clock(),
+                    error=outcome.error,
+                    wait=outcome.retry_after,
+                )
+                continue
+            events.append(outcome_event(outcome, source=self.source, now=self._clock))
+        return events
+
+    async def retry_outbox(self) -> list[tuple[str, NotificationDelivered | NotificationFailed]]:
+        """Send the outbox entries whose time has come; returns the final outcomes' events
+        with the account each is keyed by."""
+        now = self._clock()
+        events: list[tuple[str, NotificationDelivered | NotificationFailed]] = []
+        waiting: list[tuple[Entry, asyncio.Future[Outcome]]] = []
+        for entry in self.outbox.due(now):
+            if self.delivery_log.delivered(entry.channel, entry.notification.source_event_id):
+                self.outbox.done(entry, "delivered")
+                continue
+            if self.outbox.expired(entry, now):
+                self.outbox.done(entry, "expired")
+                metrics.NOTIFICATIONS.labels(
+                    entry.channel, entry.notification.kind.value, "expired"
+                ).inc()
+                log.error(
+                    "notification expired undelivered",
+                    extra={
+                        "channel": entry.channel,
+                        "event_id": entry.notification.source_event_id,
+                        "problem": entry.error,
+                    },
+                )
+                gave_up = Outcome(
+                    entry.channel,
+                    entry.notification,
+                    False,
+                    entry.retries + 1,
+                    f"not delivered within {self.outbox.policy.ttl(entry.notification)}: "
+                    + entry.error,
+                )
+                event = outcome_event(gave_up, source=self.source, now=self._clock)
+                events.append((entry.notification.account, event))
+                continue
+            future = await self.dispatcher.resend(entry.channel, entry.notification)
+            if future is not None:
+                waiting.append((entry, future))
+        for entry, future in waiting:
+            outcome = await future
+            if outcome.delivered:
+                self.outbox.done(entry, "delivered")
+            elif outcome.retryable:
+                self.outbox.retry_later(
+                    entry, now=self._clock(), error=outcome.error, wait=outcome.retry_after
+                )
+                continue
+            else:
+                self.outbox.done(entry, "failed")
+            event = outcome_event(outcome, source=self.source, now=self._clock)
+            events.append((entry.notification.account, event))
+        return events
+
+    async def _retry_forever(self) -> None:
+        while True:
+            await asyncio.sleep(OUTBOX_CHECK_SECONDS)
+            events = await self.retry_outbox()
+            acks = [await self.producer.send(NOTIFICATIONS, key, e) for key, e in events]
+            await asyncio.gather(*acks)
+
     async def _batch_done(self) -> None:
         analyses, self._analyses = self._analyses, []
         for n in analyses:
@@ -505,10 +594,11 @@ class NotifierApp:
         self._batch.extend(await self.dispatcher.release_overdue())
         batch, self._batch = self._batch, []
         acks = []
-        for outcome in await asyncio.gather(*batch):
-            event = outcome_event(outcome, source=self.source, now=self._clock)
+        outcomes = list(await asyncio.gather(*batch))
+        accounts = {o.notification.source_event_id: o.notification.account for o in outcomes}
+        for event in self.settle(outcomes):
             acks.append(
-                await self.producer.send(NOTIFICATIONS, outcome.notification.account, event)
+                await self.producer.send(NOTIFICATIONS, accounts[event.source_event_id], event)
             )
         # a failed ack raises here, before the commit, instead of vanishing in flush()
         await asyncio.gather(*acks)

@@ -15,6 +15,7 @@ again; channels are independent, so a slow Telegram never delays the file or con
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -61,6 +62,10 @@ class Outcome:
     delivered: bool
     attempts: int
     error: str = ""
+    # not delivered, but a later try may succeed (the outbox keeps it); retry_after is the
+    # server's wait when it asked for one
+    retryable: bool = False
+    retry_after: float | None = None
 
 
 DIGEST_FROM_RANK = 2
@@ -187,15 +192,7 @@ class ChannelWorker:
             for j in jobs:
                 metrics.DELIVERY_SECONDS.labels(self.name).observe(self._monotonic() - j.queued_at)
                 if not j.future.done():
-                    j.future.set_result(
-                        Outcome(
-                            self.name,
-                            j.notification,
-                            outcome.delivered,
-                            outcome.attempts,
-                            outcome.error,
-                        )
-                    )
+                    j.future.set_result(dataclasses.replace(outcome, notification=j.notification))
 
     async def _pace(self) -> None:
         interval = self.channel.min_interval_seconds
@@ -238,11 +235,14 @@ class ChannelWorker:
             retry_after = attempt.retry_after
             if retry_after is not None:
                 if retry_after > self.policy.max_retry_after_seconds:
+                    # not waited here (it would hold up every later message); the
+                    # outbox retries it once the wait is over
                     attempt = Attempt(
-                        Result.FAILED,
+                        Result.RETRY,
                         attempt.detail,
                         f"{attempt.error} (asked to wait {retry_after:g} s, over the "
-                        f"{self.policy.max_retry_after_seconds:g} s cap)",
+                        f"{self.policy.max_retry_after_seconds:g} s in-line cap)",
+                        retry_after=retry_after,
                     )
                     break
                 delay = retry_after
@@ -260,10 +260,13 @@ class ChannelWorker:
             )
             await self._sleep(delay)
         assert attempt is not None
+        retryable = attempt.result == Result.RETRY
         for m in members:
-            metrics.NOTIFICATIONS.labels(self.name, m.kind.value, "failed").inc()
+            metrics.NOTIFICATIONS.labels(
+                self.name, m.kind.value, "deferred" if retryable else "failed"
+            ).inc()
         log.error(
-            "notification not delivered",
+            "notification not delivered" + (" yet" if retryable else ""),
             extra={
                 "channel": self.name,
                 "event_id": n.source_event_id,
@@ -273,7 +276,15 @@ class ChannelWorker:
                 "attempts": number,
             },
         )
-        return Outcome(self.name, n, False, number, attempt.error)
+        return Outcome(
+            self.name,
+            n,
+            False,
+            number,
+            attempt.error,
+            retryable=retryable,
+            retry_after=attempt.retry_after,
+        )
 
 
 @dataclass(slots=True)
@@ -389,6 +400,18 @@ class Dispatcher:
             self._in_flight.discard(key)
 
         return done
+
+    def worker(self, name: str) -> ChannelWorker | None:
+        return next((w for w in self.workers if w.name == name), None)
+
+    async def resend(self, channel: str, n: Notification) -> asyncio.Future[Outcome] | None:
+        """Queue ``n`` on ``channel`` again (the outbox's retry); None when it was delivered
+        already or is queued there now."""
+        worker = self.worker(channel)
+        key = (channel, n.source_event_id)
+        if worker is None or key in self._in_flight or self.delivery_log.delivered(*key):
+            return None
+        return await self._submit(worker, n)
 
     async def _submit(self, worker: ChannelWorker, n: Notification) -> asyncio.Future[Outcome]:
         key = (worker.name, n.source_event_id)

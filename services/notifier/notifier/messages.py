@@ -73,6 +73,51 @@ class Notification:
         return SEVERITY_RANK.get(self.severity, 3)
 
 
+def notification_to_dict(n: Notification) -> dict[str, Any]:
+    """The notification as JSON-ready data (the outbox keeps it across restarts)."""
+    return {
+        "kind": n.kind.value,
+        "source_event_id": n.source_event_id,
+        "alert_id": n.alert_id,
+        "alert_event_id": n.alert_event_id,
+        "account": n.account,
+        "correlation_id": n.correlation_id,
+        "severity": n.severity.value,
+        "transition": n.transition.value if n.transition else None,
+        "rule": n.rule,
+        "subject": n.subject,
+        "headline": n.headline,
+        "html": n.html,
+        "plain": n.plain,
+        "slack": n.slack,
+        "console": n.console,
+        "record": n.record,
+        "slack_blocks": list(n.slack_blocks),
+    }
+
+
+def notification_from_dict(doc: dict[str, Any]) -> Notification:
+    return Notification(
+        kind=NotificationKind(doc["kind"]),
+        source_event_id=str(doc["source_event_id"]),
+        alert_id=str(doc["alert_id"]),
+        alert_event_id=str(doc["alert_event_id"]),
+        account=str(doc["account"]),
+        correlation_id=str(doc["correlation_id"]),
+        severity=Severity(doc["severity"]),
+        transition=AlertTransition(doc["transition"]) if doc.get("transition") else None,
+        rule=str(doc["rule"]),
+        subject=str(doc["subject"]),
+        headline=str(doc["headline"]),
+        html=str(doc["html"]),
+        plain=str(doc["plain"]),
+        slack=str(doc["slack"]),
+        console=str(doc["console"]),
+        record=dict(doc["record"]),
+        slack_blocks=tuple(doc.get("slack_blocks") or ()),
+    )
+
+
 def slack_escape(text: str) -> str:
     """Slack mrkdwn control characters: &, < and > (https://api.slack.com/reference/surfaces/formatting)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -36,6 +36,17 @@ class NotifierSettings(ServiceSettings):
         "redelivered after a restart is not sent again; '' = in memory only.",
     )
     dedup_capacity: int = Field(default=100_000, ge=100)
+    outbox: str = Field(
+        default="var/notifier-outbox.jsonl",
+        description="Notifications a channel could not take yet, retried across restarts; "
+        "'' = in memory only.",
+    )
+    outbox_ttl_hours: float = Field(
+        default=24.0, gt=0, description="How long HIGH/CRITICAL notifications are retried."
+    )
+    outbox_ttl_other_hours: float = Field(
+        default=1.0, gt=0, description="How long WARNING/INFO notifications are retried."
+    )
 
     telegram_bot_token: SecretStr | None = None
     telegram_chat_id: str | None = None

@@ -98,6 +98,7 @@ def settings_for(
         "http_port": 0,
         "alerts_file": str(tmp_path / "alerts.jsonl"),
         "delivery_log": str(tmp_path / "delivered.jsonl"),
+        "outbox": str(tmp_path / "outbox.jsonl"),
         "telegram_bot_token": SecretStr(telegram.token) if telegram else None,
         "telegram_chat_id": CHAT_ID if telegram else None,
         "telegram_api_base": telegram.base if telegram else "https://api.telegram.org",
@@ -272,6 +273,7 @@ async def make_app(fake_time: FakeTime) -> AsyncIterator[Any]:
             silence_store=MemorySilenceStore(),
         )
         app.delivery_log.open()
+        app.outbox.open()
         app.dispatcher.start()
         await app.start_silences()
         apps.append(app)
@@ -279,11 +281,22 @@ async def make_app(fake_time: FakeTime) -> AsyncIterator[Any]:
 
     yield _make
     for app in apps:
-        for task in app._tasks:
-            task.cancel()
-        await app.dispatcher.stop()
-        await app.session.close()
-        app.delivery_log.close()
+        await stop_app(app)
+
+
+async def stop_app(app: NotifierApp) -> None:
+    """What a process exit leaves behind: the files; nothing in memory."""
+    for task in app._tasks:
+        task.cancel()
+    await app.dispatcher.stop()
+    await app.session.close()
+    app.delivery_log.close()
+    app.outbox.close()
+
+
+@pytest.fixture(name="stop_app")
+def stop_app_fixture() -> Any:
+    return stop_app
 
 
 @pytest.fixture(name="handle")
@@ -293,6 +306,6 @@ def handle_fixture() -> Any:
         for event in events:
             await app.handle(event, META)
         batch, app._batch = app._batch, []
-        await asyncio.gather(*batch)
+        app.settle(list(await asyncio.gather(*batch)))
 
     return _handle

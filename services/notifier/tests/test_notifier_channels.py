@@ -100,15 +100,17 @@ async def test_telegram_429_without_parameters_backs_off_instead(
     assert 1.5 <= fake_time.sleeps[0] <= 2  # first backoff step, jittered down by at most 25 %
 
 
-async def test_telegram_asking_to_wait_longer_than_the_cap_fails_the_delivery(
+async def test_telegram_asking_to_wait_longer_than_the_cap_is_left_to_the_outbox(
     tmp_path: Path, telegram: Any, make_stack: Any, settings_for: Any, make_alert: Any
 ) -> None:
     telegram.fail(429, "Too Many Requests: retry after 600", {"retry_after": 600})
     stack = await make_stack(settings_for(tmp_path, telegram=telegram))
     outcome = (await stack.send(from_alert(make_alert())))["telegram"]
     assert not outcome.delivered
-    assert telegram.requests == 1
-    assert "600 s, over the 60 s cap" in outcome.error
+    assert telegram.requests == 1  # not waited in line: later messages would stall
+    assert "600 s, over the 60 s in-line cap" in outcome.error
+    assert outcome.retryable
+    assert outcome.retry_after == 600
 
 
 async def test_parse_entities_error_resends_once_as_plain_text(

@@ -148,6 +148,7 @@ class FakeTelegram(FakeHttpServer):
         self.updates: list[dict[str, Any]] = []  # what getUpdates hands out
         self.update_offsets: list[int] = []  # the offset of every getUpdates call
         self._next_update = 5000
+        self.down = False  # while set, sendMessage answers 502 Bad Gateway (an outage)
         self._update_arrived = asyncio.Event()
 
     @property
@@ -186,6 +187,8 @@ class FakeTelegram(FakeHttpServer):
             return await self._respond(
                 Reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
             )
+        if self.down:
+            return await self._respond(self.error(502, "Bad Gateway"))
         if self.requests in self.by_request:
             return await self._respond(self.by_request.pop(self.requests))
         if self.replies:
