@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TextIO
 
 import aiohttp
@@ -29,7 +30,7 @@ from notifier.bot import Command, TelegramBot
 from notifier.channels import Channel, ConsoleChannel, FileChannel
 from notifier.dedup import DeliveryLog
 from notifier.delivery import Dispatcher, Outcome, RetryPolicy
-from notifier.messages import Context, Notification, from_alert, from_analysis
+from notifier.messages import STALLED_RULE, Context, Notification, from_alert, from_analysis
 from notifier.outbox import Entry, Outbox, OutboxPolicy
 from notifier.routing import ChannelConfig, ChannelType, Router, RoutingFile
 from notifier.settings import SERVICE, NotifierSettings
@@ -37,6 +38,7 @@ from notifier.silence_store import KafkaSilenceStore, SilenceStore
 from notifier.silences import Silences, lifted
 from notifier.slack import SlackChannel
 from notifier.telegram import TelegramChannel
+from notifier.watchdog import Watchdog
 from riskwatch_common.clock import Clock, utc_now
 from riskwatch_common.contracts import (
     AlertTransition,
@@ -44,6 +46,7 @@ from riskwatch_common.contracts import (
     ExposureSnapshotted,
     NotificationDelivered,
     NotificationFailed,
+    PipelineHeartbeat,
     RiskAlertChanged,
     Severity,
     derived_event_id,
@@ -52,12 +55,13 @@ from riskwatch_common.kafka import BrokerProbe, Consumer, Producer, RecordMeta
 from riskwatch_common.logs import register_secret
 from riskwatch_common.runtime import Health, HttpServer
 from riskwatch_common.text import plain_text
-from riskwatch_common.topics import ALERTS, ANALYSES, EXPOSURES, NOTIFICATIONS
+from riskwatch_common.topics import ALERTS, ANALYSES, EXPOSURES, HEARTBEATS, NOTIFICATIONS
 
 log = logging.getLogger(__name__)
 
 REMINDER_CHECK_SECONDS = 10.0
 OUTBOX_CHECK_SECONDS = 5.0
+WATCH_SECONDS = 5.0
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -235,7 +239,7 @@ class NotifierApp:
         self.producer = Producer(settings.kafka, service=SERVICE)
         self.consumer = Consumer(
             settings.kafka,
-            specs=[ALERTS, ANALYSES, EXPOSURES],
+            specs=[ALERTS, ANALYSES, EXPOSURES, HEARTBEATS],
             group_id=settings.group_id,
             handler=self.handle,
             producer=self.producer,
@@ -258,6 +262,13 @@ class NotifierApp:
         # (alert id, channel) -> when it last paged there: raised, escalated or repeated
         self._paged: dict[tuple[str, str], datetime] = {}
         self._reminders: set[asyncio.Future[Outcome]] = set()
+        self.watchdog = Watchdog(
+            stall_after=timedelta(seconds=settings.heartbeat_stall_seconds),
+            started_at=clock(),
+            expected=settings.expected_groups,
+        )
+        self._last_ping: datetime | None = None
+        self._own: set[asyncio.Future[Outcome]] = set()
 
     async def start(self) -> None:
         self.delivery_log.open()
@@ -278,7 +289,17 @@ class NotifierApp:
         )
         reminders = asyncio.create_task(self._remind_forever(), name="notifier-reminders")
         retries = asyncio.create_task(self._retry_forever(), name="notifier-outbox")
-        self._tasks = [consumer, probe, reminders, retries, silences, *self.start_bot(), *workers]
+        watch = asyncio.create_task(self._watch_forever(), name="notifier-watchdog")
+        self._tasks = [
+            consumer,
+            probe,
+            reminders,
+            retries,
+            watch,
+            silences,
+            *self.start_bot(),
+            *workers,
+        ]
         log.info("notifier started", extra={"channels": self.dispatcher.channel_names})
 
     async def wait(self) -> None:
@@ -488,11 +509,13 @@ class NotifierApp:
 
     async def handle(
         self,
-        event: RiskAlertChanged | AnalysisCompleted | ExposureSnapshotted,
+        event: RiskAlertChanged | AnalysisCompleted | ExposureSnapshotted | PipelineHeartbeat,
         meta: RecordMeta,
     ) -> None:
         if isinstance(event, ExposureSnapshotted):
             self.exposures[event.account] = event
+        elif isinstance(event, PipelineHeartbeat):
+            self.watchdog.beat(event)
         elif isinstance(event, RiskAlertChanged):
             self._track(event)
             acked = self.silences.ack_of(event.alert_id)
@@ -510,6 +533,80 @@ class NotifierApp:
             self._batch.extend(await self.dispatcher.dispatch(n))
         else:
             self._analyses.append(from_analysis(event))
+
+    async def watch(self) -> list[asyncio.Future[Outcome]]:
+        """Raise or resolve 'monitoring stalled' per group, straight to the channels (not
+        through Kafka, which may be what stalled); ping the dead-man's switch while fresh."""
+        if self.settings.heartbeat_stall_seconds <= 0:
+            return []
+        now = self._clock()
+        futures: list[asyncio.Future[Outcome]] = []
+        for change in self.watchdog.check(now):
+            alert = self._stall_alert(change.group, change.transition, change.since, now)
+            stalled = change.transition == AlertTransition.RAISED
+            log.log(
+                logging.ERROR if stalled else logging.INFO,
+                "monitoring stalled" if stalled else "monitoring flows again",
+                extra={"group": change.group, "age_s": round(change.age.total_seconds())},
+            )
+            metrics.STALLED_GROUPS.set(len(self.watchdog.stalled))
+            self._track(alert)
+            futures.extend(await self.dispatcher.dispatch(from_alert(alert, self.context(alert))))
+        if self.settings.deadman_url is not None and self.watchdog.fresh(now):
+            due = self._last_ping is None or (now - self._last_ping).total_seconds() >= (
+                self.settings.deadman_interval_seconds
+            )
+            if due:
+                self._last_ping = now
+                await self._ping(self.settings.deadman_url.get_secret_value())
+        return futures
+
+    def _stall_alert(
+        self, group: str, transition: AlertTransition, since: datetime, now: datetime
+    ) -> RiskAlertChanged:
+        seconds = int((now - since).total_seconds())
+        return RiskAlertChanged(
+            event_id=derived_event_id("stall", group, since.isoformat(), transition.value),
+            occurred_at=now,
+            produced_at=now,
+            source=self.source,
+            correlation_id=f"stall:{group}:{since.isoformat()}",
+            alert_id=f"pipeline:{STALLED_RULE}:{group}",
+            transition=transition,
+            account="pipeline",
+            rule=STALLED_RULE,
+            subject=group,
+            severity=Severity.CRITICAL,
+            reason=(
+                f"no heartbeat from ingestor group {group} has reached the notifier for "
+                f"{seconds} s: ingestor, Kafka or risk processor is stalled; riskwatch is "
+                "blind for these accounts"
+            ),
+            numbers={"stalled_seconds": Decimal(seconds)},
+        )
+
+    async def _ping(self, url: str) -> None:
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                ok = resp.status < 400
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("dead-man's switch ping failed", extra={"error_type": type(exc).__name__})
+            metrics.DEADMAN_PINGS.labels("failed").inc()
+            return
+        metrics.DEADMAN_PINGS.labels("ok" if ok else "failed").inc()
+
+    async def _watch_forever(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            for future in await self.watch():
+                # not from a Kafka record: the outcome goes to the outbox when retryable
+                self._own.add(future)
+                future.add_done_callback(self._settle_own)
+
+    def _settle_own(self, future: asyncio.Future[Outcome]) -> None:
+        self._own.discard(future)
+        if not future.cancelled() and future.exception() is None:
+            self.settle([future.result()])
 
     def settle(self, outcomes: list[Outcome]) -> list[NotificationDelivered | NotificationFailed]:
         """The outcome events to publish for a batch's outcomes; a retryable failure is put

@@ -43,6 +43,8 @@ SEVERITY_ICONS = {
 SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.HIGH: 1, Severity.WARNING: 2, Severity.INFO: 3}
 """Queue order: lower goes first."""
 RESOLVED_ICON = "✅"
+STALLED_RULE = "monitoring_stalled"
+"""The notifier's own alert: a group's heartbeats stopped (see ``watchdog.py``)."""
 HUNDRED = Decimal(100)
 
 
@@ -155,6 +157,9 @@ def _what(
 ) -> str:
     """The headline's 'what and how far' for a rule, from the alert's own numbers."""
     s = _subject(subject)
+    if rule == STALLED_RULE:
+        seconds = int(numbers.get("stalled_seconds", 0))
+        return f"monitoring stalled: no fresh data from {subject} for {seconds} s"
     if rule == "liquidation_distance" and (d := _n(numbers, "liq_distance_pct")) is not None:
         return f"{s} {percent(d / HUNDRED)} from liquidation"
     if rule == "account_mm_rate":
@@ -177,6 +182,8 @@ def _what(
 
 def _now_text(rule: str, subject: str, exposure: ExposureSnapshotted | None) -> str | None:
     """What a resolved alert's measure is now, from the latest snapshot, when we know it."""
+    if rule == STALLED_RULE:
+        return f"data flows again from {subject}"
     if exposure is None:
         return None
     if rule == "liquidation_distance":

@@ -47,3 +47,11 @@ SILENCED = metrics.counter(
     "Notifications kept off a phone channel by a silence (still written to the file)",
     ["channel"],
 )
+DEADMAN_PINGS = metrics.counter(
+    "notifier_deadman_pings_total",
+    "Pings of the external dead-man's switch (sent only while every group is fresh)",
+    ["result"],
+)
+STALLED_GROUPS = metrics.gauge(
+    "notifier_stalled_groups", "Ingestor groups whose heartbeats stopped reaching the notifier"
+)

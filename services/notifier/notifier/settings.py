@@ -7,6 +7,7 @@ file are always on (the file channel turns off with an empty ``NOTIFIER_ALERTS_F
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -68,6 +69,21 @@ class NotifierSettings(ServiceSettings):
         default=True, description="Answer /status, /mute, ... in the routing's Telegram chats."
     )
     telegram_poll_seconds: float = Field(default=25.0, ge=0, le=50)
+    heartbeat_stall_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Raise 'monitoring stalled' when a group's heartbeats are older; 0 = off.",
+    )
+    heartbeat_groups: str = Field(
+        default="",
+        description="Comma-separated ingestor groups to expect even before they report.",
+    )
+    deadman_url: SecretStr | None = Field(
+        default=None,
+        description="Pinged (GET) while every group is fresh: an outside check notices a "
+        "dead or blind notifier when the pings stop.",
+    )
+    deadman_interval_seconds: float = Field(default=60.0, gt=0)
     routing_file: str = Field(
         default="",
         description="YAML routing file (channels, routes, quiet hours, repeats); '' = every "
@@ -93,7 +109,25 @@ class NotifierSettings(ServiceSettings):
     queue_size: int = Field(default=256, ge=1, description="Pending sends per channel.")
     max_batch_records: int = Field(default=200, ge=1)
 
-    @field_validator("telegram_bot_token", "slack_webhook_url", "api_token", mode="before")
+    @field_validator("deadman_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        url = urlsplit(value.get_secret_value())
+        if url.scheme == "https" or (
+            url.scheme == "http" and url.hostname in ("127.0.0.1", "localhost", "::1")
+        ):
+            return value
+        raise ValueError("must be an https:// URL (http only for loopback)")
+
+    @property
+    def expected_groups(self) -> frozenset[str]:
+        return frozenset(g.strip() for g in self.heartbeat_groups.split(",") if g.strip())
+
+    @field_validator(
+        "telegram_bot_token", "slack_webhook_url", "api_token", "deadman_url", mode="before"
+    )
     @classmethod
     def _blank_secret_is_none(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():

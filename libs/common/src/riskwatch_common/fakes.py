@@ -288,6 +288,27 @@ class FakeSlack(FakeHttpServer):
         self.replies.append(Reply(status, text, headers or {}))
 
 
+class FakeDeadman(FakeHttpServer):
+    """An outside dead-man's switch (healthchecks.io style): ``GET /ping/<uuid>`` is a ping."""
+
+    PATH = "/ping/5f1c0c9e-2b7a-4e51-9a43-0d2f6c1b7e88"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pings: list[float] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.PATH}"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get(self.PATH, self._ping)]
+
+    async def _ping(self, _: web.Request) -> web.Response:
+        self.pings.append(time.time())
+        return web.Response(status=200, text="OK")
+
+
 def completion(
     content: str | None,
     *,
