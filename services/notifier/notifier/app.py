@@ -116,7 +116,14 @@ def build_channels(
         elif c.type == ChannelType.FILE:
             path = c.path or settings.alerts_file
             if path:
-                channels.append(FileChannel(path, name=name))
+                channels.append(
+                    FileChannel(
+                        path,
+                        name=name,
+                        max_bytes=int(settings.alerts_file_max_mb * 1024 * 1024),
+                        backups=settings.alerts_file_backups,
+                    )
+                )
             else:
                 log.info("file channel disabled: NOTIFIER_ALERTS_FILE is empty")
         elif c.type == ChannelType.TELEGRAM:

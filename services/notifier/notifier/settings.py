@@ -31,6 +31,10 @@ class NotifierSettings(ServiceSettings):
     alerts_file: str = Field(
         default="var/alerts.jsonl", description="JSON lines of every notification; '' = off."
     )
+    alerts_file_max_mb: float = Field(
+        default=50.0, ge=0, description="Rotate the alerts file past this size; 0 = never."
+    )
+    alerts_file_backups: int = Field(default=3, ge=1, le=100)
     delivery_log: str = Field(
         default="var/notifier-delivered.jsonl",
         description="(channel, event id) of every delivery, read at startup so a record "

@@ -347,3 +347,24 @@ async def test_duplicate_while_the_first_is_still_queued_is_skipped(
     for future in first:
         await future
     assert len(telegram.messages) == 1
+
+
+async def test_the_alerts_file_is_rotated_while_running_and_keeps_its_backups(
+    tmp_path: Path, make_alert: Any
+) -> None:
+    from notifier.channels import FileChannel
+
+    path = tmp_path / "alerts.jsonl"
+    channel = FileChannel(path, max_bytes=4000, backups=2)
+    for _ in range(40):
+        assert (await channel.send(from_alert(make_alert()))).result == "delivered"
+    await channel.close()
+    check_rotated(tmp_path)
+
+
+def check_rotated(directory: Path) -> None:
+    files = sorted(directory.iterdir())
+    assert [p.name for p in files] == ["alerts.jsonl", "alerts.jsonl.1", "alerts.jsonl.2"]
+    assert all(p.stat().st_size <= 4000 for p in files)
+    for p in files:  # every line whole: rotation never cuts a record
+        assert all(orjson.loads(line)["kind"] == "alert" for line in p.read_bytes().splitlines())
