@@ -485,7 +485,7 @@ class NotifierApp:
                 now=now,
             )
             n = from_alert(alert, ctx)
-            for name in self.router.targets(n, now):
+            for name in self._targets(n):  # a muted alert is not repeated either
                 config = self.router.channels[name]
                 repeat = self.router.repeat_seconds(name)
                 if not config.is_phone or repeat <= 0:

@@ -112,6 +112,9 @@ async def test_mute_by_bot_command_keeps_alerts_off_the_phone_but_in_the_file(
     await handle(app, make_alert(account="sub_90x", subject="BTCUSDT", severity=Severity.CRITICAL))
     assert len(telegram.messages) == sent  # muted: not on the phone
     assert len((tmp_path / "alerts.jsonl").read_bytes().splitlines()) == 2  # still in the file
+    clock.now += timedelta(minutes=31)
+    assert await app.remind() == []  # nor repeated while muted
+    clock.now -= timedelta(minutes=31)
 
     status = await _say(telegram, DESK, "/status")
     assert "Open alerts (2)" in status
