@@ -37,6 +37,7 @@ from notifier.settings import SERVICE, NotifierSettings
 from notifier.silence_store import KafkaSilenceStore, SilenceStore
 from notifier.silences import Silences, lifted
 from notifier.slack import SlackChannel
+from notifier.slack_bot import SlackBotChannel
 from notifier.telegram import TelegramChannel
 from notifier.watchdog import Watchdog
 from riskwatch_common.clock import Clock, utc_now
@@ -138,6 +139,23 @@ def build_channels(
                     chat_id=c.chat_id,
                     api_base=settings.telegram_api_base,
                     min_interval_seconds=_interval(c, settings.telegram_min_interval_seconds),
+                    delivered_ref=_ref_lookup(delivery_log, name),
+                )
+            )
+        elif c.bot_token_env and c.channel:
+            bot_token = os.environ.get(c.bot_token_env, "").strip()
+            if not bot_token:
+                log.info("slack disabled: no bot token", extra={"channel": name})
+                continue
+            register_secret(bot_token)
+            channels.append(
+                SlackBotChannel(
+                    session,
+                    name=name,
+                    token=bot_token,
+                    channel=c.channel,
+                    api_base=settings.slack_api_base,
+                    min_interval_seconds=_interval(c, settings.slack_min_interval_seconds),
                     delivered_ref=_ref_lookup(delivery_log, name),
                 )
             )
@@ -691,14 +709,18 @@ class NotifierApp:
             acks = [await self.producer.send(NOTIFICATIONS, key, e) for key, e in events]
             await asyncio.gather(*acks)
 
-    async def _batch_done(self) -> None:
+    async def finish_batch(self) -> list[Outcome]:
+        """Queue the batch's analyses behind its alerts and wait for every outcome."""
         analyses, self._analyses = self._analyses, []
         for n in analyses:
             self._batch.extend(await self.dispatcher.dispatch(n))
         self._batch.extend(await self.dispatcher.release_overdue())
         batch, self._batch = self._batch, []
+        return list(await asyncio.gather(*batch))
+
+    async def _batch_done(self) -> None:
+        outcomes = await self.finish_batch()
         acks = []
-        outcomes = list(await asyncio.gather(*batch))
         accounts = {o.notification.source_event_id: o.notification.account for o in outcomes}
         for event in self.settle(outcomes):
             acks.append(

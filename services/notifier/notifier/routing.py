@@ -65,6 +65,11 @@ class ChannelConfig(_Strict):
     webhook_url_env: str | None = Field(
         default=None, description="slack: the variable holding the webhook URL (a secret)"
     )
+    bot_token_env: str | None = Field(
+        default=None,
+        description="slack: the variable holding a bot token (chat.postMessage, threads)",
+    )
+    channel: str | None = Field(default=None, description="slack with a bot token: channel id")
     path: str | None = Field(default=None, description="file: default NOTIFIER_ALERTS_FILE")
     min_severity: Severity | None = Field(
         default=None, description="default: WARNING for telegram/slack, INFO otherwise"
@@ -88,8 +93,12 @@ class ChannelConfig(_Strict):
     def _needs(self) -> ChannelConfig:
         if self.type == ChannelType.TELEGRAM and not self.chat_id:
             raise ValueError("a telegram channel needs chat_id")
-        if self.type == ChannelType.SLACK and not self.webhook_url_env:
-            raise ValueError("a slack channel needs webhook_url_env")
+        if self.type == ChannelType.SLACK:
+            bot = bool(self.bot_token_env) and bool(self.channel)
+            if bool(self.webhook_url_env) == bot:
+                raise ValueError(
+                    "a slack channel needs webhook_url_env, or bot_token_env and channel"
+                )
         return self
 
     @property

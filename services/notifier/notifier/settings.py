@@ -60,6 +60,9 @@ class NotifierSettings(ServiceSettings):
         default=1.0, ge=0, description="Telegram allows about 1 message/s per chat."
     )
     slack_webhook_url: SecretStr | None = None
+    slack_api_base: str = Field(
+        default="https://slack.com", min_length=1, description="Web API (bot tokens)."
+    )
     slack_min_interval_seconds: float = Field(
         default=1.0, ge=0, description="Slack allows about 1 message/s per webhook."
     )
@@ -145,11 +148,12 @@ class NotifierSettings(ServiceSettings):
             return value
         routing = load_routing(value)  # RoutingError is a ValueError: one line, exit 2
         for name, c in routing.channels.items():
-            if c.type == ChannelType.SLACK and not os.environ.get(c.webhook_url_env or ""):
-                raise ValueError(
-                    f"routing file {value}: channels.{name}.webhook_url_env: "
-                    f"{c.webhook_url_env} is not set"
-                )
+            for field in ("webhook_url_env", "bot_token_env"):
+                var = getattr(c, field)
+                if c.type == ChannelType.SLACK and var and not os.environ.get(var, "").strip():
+                    raise ValueError(
+                        f"routing file {value}: channels.{name}.{field}: {var} is not set"
+                    )
             if c.type == ChannelType.TELEGRAM and info.data.get("telegram_bot_token") is None:
                 raise ValueError(
                     f"routing file {value}: channels.{name}: a telegram channel needs "

@@ -305,7 +305,6 @@ def handle_fixture() -> Any:
         """Handle records as the consumer would and wait for every channel's outcome."""
         for event in events:
             await app.handle(event, META)
-        batch, app._batch = app._batch, []
-        app.settle(list(await asyncio.gather(*batch)))
+        app.settle(await app.finish_batch())
 
     return _handle

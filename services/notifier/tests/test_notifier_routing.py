@@ -29,7 +29,14 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_example_and_demo_routing_files_load() -> None:
     example = load_routing(CONFIG / "routing.example.yaml")
-    assert set(example.channels) == {"desk", "risk-lead", "team-slack", "console", "file"}
+    assert set(example.channels) == {
+        "desk",
+        "risk-lead",
+        "team-slack",
+        "risk-slack",
+        "console",
+        "file",
+    }
     assert example.channels["desk"].floor == Severity.WARNING  # phones: WARNING and up
     assert example.channels["risk-lead"].repeat_minutes == 15
     demo = load_routing(CONFIG / "routing.demo.yaml")

@@ -259,21 +259,47 @@ class FakeTelegram(FakeHttpServer):
 
 
 class FakeSlack(FakeHttpServer):
-    """A Slack incoming webhook: ``POST`` of a JSON payload, ``ok`` in plain text."""
+    """A Slack incoming webhook (``POST`` of a JSON payload, ``ok`` in plain text) and the
+    Web API's ``chat.postMessage`` with a bot token (JSON ``{"ok": true, "ts": ...}``)."""
 
     PATH = "/services/T0ABCDEF1/B0ABCDEF2/q7Xw9kLmN2pR4sT6vY8zA1bC"
+    BOT_TOKEN = "xoxb-1234567890-0987654321-fAkEbOtToKeNfOrTeStS"
+    CHANNELS = frozenset({"C0RISKDESK"})
 
     def __init__(self) -> None:
         super().__init__()
         self.messages: list[dict[str, Any]] = []
+        self.posts: list[dict[str, Any]] = []  # accepted chat.postMessage payloads
         self.requests = 0
+        self._ts = 1712345678.0001
 
     @property
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.PATH}"
 
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(self.PATH, self._post)]
+        return [
+            web.post(self.PATH, self._post),
+            web.post("/api/chat.postMessage", self._post_message),
+        ]
+
+    async def _post_message(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if request.headers.get("Authorization") != f"Bearer {self.BOT_TOKEN}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        payload = await request.json()
+        if self.replies:
+            return await self._respond(self.replies.popleft())
+        if payload.get("channel") not in self.CHANNELS:
+            return web.json_response({"ok": False, "error": "channel_not_found"})
+        self._ts += 0.0001
+        ts = f"{self._ts:.6f}"
+        self.posts.append({**payload, "ts": ts})
+        return web.json_response({"ok": True, "channel": payload["channel"], "ts": ts})
 
     async def _post(self, request: web.Request) -> web.Response:
         self.requests += 1
