@@ -30,6 +30,10 @@ lint: install ## ruff lint and format check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 
+.PHONY: fuzz
+fuzz: install ## >= 10,000 generated malformed inputs per decoder (FUZZ_EXAMPLES), counts printed
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-10000} $(RUN) pytest tests/fuzz -q -p no:cacheprovider
+
 .PHONY: fmt
 fmt: install ## format and auto-fix
 	$(RUN) ruff format .

@@ -25,7 +25,7 @@ from ai_analyst.settings import SERVICE, AnalystSettings
 from riskwatch_common.clock import Clock, utc_now
 from riskwatch_common.contracts import ExposureSnapshotted, RiskAlertChanged
 from riskwatch_common.kafka import BrokerProbe, Consumer, Producer, RecordMeta
-from riskwatch_common.runtime import Health, HttpServer
+from riskwatch_common.runtime import Health, HttpServer, supervise
 from riskwatch_common.topics import ALERTS, ANALYSES, EXPOSURES, encode
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class AnalystApp:
             clock=clock,
         )
         self._pending: list[asyncio.Task[None]] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
         mode = "llm" if self.analyst.llm_enabled else "deterministic"
@@ -128,14 +128,16 @@ class AnalystApp:
         await self.analyst.restore()
         await self.consumer.start()
         self.health.set("kafka", True, f"consuming {ALERTS.name}, {EXPOSURES.name}")
+        # Supervised: a loop that raises or ends fails the service (/healthz 503, exit 1).
         self._tasks = [
-            asyncio.create_task(self.consumer.run(), name="ai-analyst-consumer"),
-            asyncio.create_task(self.analyst.run(), name="ai-analyst-windows"),
-            asyncio.create_task(
+            supervise(self.consumer.run(), "consumer", self.health),
+            supervise(self.analyst.run(), "coalescing windows", self.health),
+            supervise(
                 BrokerProbe(
                     self.settings.kafka, lambda ok, detail: self.health.set("broker", ok, detail)
                 ).run(),
-                name="ai-analyst-broker-probe",
+                "broker probe",
+                self.health,
             ),
         ]
         log.info(

@@ -13,7 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from ai_analyst.pricing import ModelPrice
-from riskwatch_common.settings import ServiceSettings
+from riskwatch_common.settings import OutboundUrl, ServiceSettings
 
 SERVICE = "ai-analyst"
 
@@ -34,7 +34,11 @@ class AnalystSettings(ServiceSettings):
         validation_alias=AliasChoices("HOLYSHEEP_API_KEY"),
         description="The key under its older name, used when AI_ANALYST_API_KEY is unset.",
     )
-    base_url: str = Field(default="https://api.holysheep.ai/v1", min_length=1)
+    base_url: OutboundUrl = Field(
+        default="https://api.holysheep.ai/v1",
+        min_length=1,
+        description="https://; plain http:// only to localhost (the key goes with every call)",
+    )
     cheap_model: str = Field(default="deepseek-v3.2", min_length=1)
     strong_model: str = Field(
         default="gpt-4.1", min_length=1, description="Only for HIGH/CRITICAL or HIGH risk."

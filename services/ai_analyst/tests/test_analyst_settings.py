@@ -9,7 +9,7 @@ import pytest
 from ai_analyst.pricing import ModelPrice
 from ai_analyst.settings import AnalystSettings
 from riskwatch_common.logs import redact
-from riskwatch_common.settings import load_settings
+from riskwatch_common.settings import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +81,29 @@ def test_prices_and_budget_are_exact_decimals_from_the_environment(
     s = load_settings(AnalystSettings)
     assert s.daily_budget_usd == Decimal("0.10")
     assert s.cheap_input_usd_per_mtok == Decimal("0.028")
+
+
+@pytest.mark.parametrize("variable", ["AI_ANALYST_API_KEY", "HOLYSHEEP_API_KEY"])
+def test_key_with_surrounding_whitespace_is_stripped(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # a key from a mounted secret file keeps its newline; sent as is it breaks every call
+    monkeypatch.delenv("AI_ANALYST_API_KEY", raising=False)
+    monkeypatch.delenv("HOLYSHEEP_API_KEY", raising=False)
+    monkeypatch.setenv(variable, " hs-stripped-key-1234\n")
+
+    key = load_settings(AnalystSettings).gateway_key
+
+    assert key is not None
+    assert key.get_secret_value() == "hs-stripped-key-1234"
+
+
+def test_plain_http_gateway_is_refused_but_loopback_is_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AI_ANALYST_BASE_URL", "http://api.holysheep.ai/v1")
+    with pytest.raises(ConfigError, match="AI_ANALYST_BASE_URL must be https://"):
+        load_settings(AnalystSettings)
+
+    monkeypatch.setenv("AI_ANALYST_BASE_URL", "http://127.0.0.1:9999/v1")
+    assert load_settings(AnalystSettings).base_url == "http://127.0.0.1:9999/v1"

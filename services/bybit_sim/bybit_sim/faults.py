@@ -38,6 +38,7 @@ class FaultState:
     duplicate: dict[str, int] = field(default_factory=dict)
     reorder: dict[str, int] = field(default_factory=dict)
     auth_fail: dict[str, int] = field(default_factory=dict)
+    sign_fail: dict[str, int] = field(default_factory=dict)
     # account -> (remaining refusals, omit the reset header)
     rate_limit: dict[str, tuple[int, bool]] = field(default_factory=dict)
     # account -> (remaining corrupted frames, index of the next variant)
@@ -65,6 +66,8 @@ class FaultState:
                 self.ip_banned_until = now_ms + int(seconds * 1000)
             case "auth_fail":
                 self.auth_fail[who] = fault.count
+            case "sign_fail":
+                self.sign_fail[who] = fault.count
             case "rate_limit":
                 self.rate_limit[who] = (fault.count, fault.omit_reset_header)
             case "clear":
@@ -73,7 +76,7 @@ class FaultState:
                 pass
 
     def clear(self, account: str | None) -> None:
-        for table in (self.silenced, self.duplicate, self.reorder, self.auth_fail):
+        for table in (self.silenced, self.duplicate, self.reorder, self.auth_fail, self.sign_fail):
             _drop(table, account)
         _drop(self.rate_limit, account)
         _drop(self.malformed, account)
@@ -105,6 +108,9 @@ class FaultState:
 
     def take_auth_fail(self, account: str) -> bool:
         return self._take(self.auth_fail, account)
+
+    def take_sign_fail(self, account: str) -> bool:
+        return self._take(self.sign_fail, account)
 
     def take_reorder_window(self, account: str) -> int:
         """Size of the reversed batch to start for this account (0: deliver in order)."""

@@ -35,6 +35,7 @@ FaultKind = Literal[
     "reorder_next",
     "malformed_next",
     "auth_fail",
+    "sign_fail",
     "rate_limit",
     "ip_ban",
     "clear",
@@ -336,9 +337,11 @@ class Fault(_ActionBase):
     malformed_next: each of the next `count` private frames is preceded by a corrupted copy
     (cycling: truncated JSON, unknown topic, a row missing required fields); the real frame
     still follows, so only a client that cannot skip bad frames loses state.
-    auth_fail: reject the next `count` WS auths. rate_limit: the next `count` REST calls get
-    10006. ip_ban: every REST call gets HTTP 403 "access too frequent" for `duration_s`
-    (default 600 s, Bybit's minimum ban); it bans the sim's one IP, so `account` is ignored.
+    auth_fail: reject the next `count` WS auths. sign_fail: the next `count` REST calls get
+    10004 with Bybit's text, which echoes the signed string (API key included).
+    rate_limit: the next `count` REST calls get 10006. ip_ban: every REST call gets HTTP 403
+    "access too frequent" for `duration_s` (default 600 s, Bybit's minimum ban); it bans the
+    sim's one IP, so `account` is ignored.
     clear: remove every fault for the account (or all accounts, which also lifts IP bans).
     """
 

@@ -517,6 +517,11 @@ def _authed(endpoint: str, handler: PrivateHandler) -> Handler:
             return _reply(endpoint, now, {}, exc.code, exc.message, status=exc.http_status)
         account = sim.exchange.account_for_key(auth.api_key)
         assert account is not None  # verify_rest found its secret
+        if sim.faults.take_sign_fail(account.name):
+            signed = request.headers.get("X-BAPI-TIMESTAMP", "") + auth.api_key
+            signed += request.headers.get("X-BAPI-RECV-WINDOW", "")
+            signed += request.rel_url.raw_query_string if request.method == "GET" else body
+            return _reply(endpoint, now, {}, 10004, f"error sign! origin_string[{signed}]")
         refuse, omit_reset = sim.faults.take_rate_limit(account.name)
         if refuse:
             decision = sim.rate_limiter.forced_refusal(now)

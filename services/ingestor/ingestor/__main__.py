@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from ingestor import app
@@ -24,12 +26,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.accounts_file:
         overrides["accounts_file"] = args.accounts_file
     # The accounts file is checked before anything starts, so a bad file exits 2 with a
-    # message naming the account and field, like a bad environment variable does.
+    # message naming the account and field, like a bad environment variable does; both are
+    # reported together on one line.
+    problems: list[str] = []
+    accounts_file: str | None = overrides.get("accounts_file")
+    group_name: str | None = overrides.get("group")
     try:
         settings = load_settings(IngestorSettings, **overrides)
-        group = load_group(settings.accounts_file, settings.group)
+        accounts_file, group_name = str(settings.accounts_file), settings.group
     except ConfigError as exc:
-        print(f"ingestor: {exc}", file=sys.stderr)
+        problems.append(str(exc))
+        accounts_file = accounts_file or os.environ.get("INGESTOR_ACCOUNTS_FILE")
+        group_name = group_name or os.environ.get("INGESTOR_GROUP")
+    group = None
+    if accounts_file and group_name:
+        try:
+            group = load_group(Path(accounts_file), group_name)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems or group is None:
+        print(f"ingestor: {'; '.join(problems)}", file=sys.stderr)
         return 2
     return run_main(
         "ingestor",

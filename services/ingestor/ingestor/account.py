@@ -51,7 +51,7 @@ from riskwatch_common.contracts import (
     StreamStatus,
     new_event_id,
 )
-from riskwatch_common.logs import redact
+from riskwatch_common.logs import excerpt, redact
 from riskwatch_common.runtime import Health
 from riskwatch_common.topics import ACCOUNT_EVENTS
 
@@ -100,6 +100,7 @@ class StatusBoard:
             metrics.ACCOUNTS_BY_STATUS.labels(old.value).set(self._counts[old])
         self._counts[status] += 1
         metrics.ACCOUNTS_BY_STATUS.labels(status.value).set(self._counts[status])
+        detail = redact(detail)  # error texts from Bybit can echo the API key
         self._status[account] = status
         self._detail[account] = detail
         if status is LinkStatus.STREAMING:
@@ -111,6 +112,13 @@ class StatusBoard:
 
     def status(self, account: str) -> LinkStatus:
         return self._status[account]
+
+    def detail(self, account: str) -> str:
+        return self._detail.get(account, "")
+
+    def has_streamed(self, account: str) -> bool:
+        """Whether the account's stream has been up (resynced) at least once."""
+        return account in self._resynced
 
     def report(self) -> dict[str, dict[str, str]]:
         return {
@@ -198,7 +206,7 @@ class AccountStream:
                 metrics.LINK_LOST.labels("private", cause).inc()
                 log.warning(
                     "account link lost",
-                    extra={"account": self.name, "cause": cause, "error": str(exc)[:300]},
+                    extra={"account": self.name, "cause": cause, "error": excerpt(str(exc), 300)},
                 )
                 await self._disconnected(str(exc))
             except Exception as exc:  # supervised: a bug must not end this account's stream
@@ -320,7 +328,8 @@ class AccountStream:
         if norm.bad_rows:
             detail = "; ".join(f"row {i}: {err}" for i, err in norm.bad_rows)
             log.warning(
-                "frame rows dead-lettered", extra={"account": self.name, "error": detail[:500]}
+                "frame rows dead-lettered",
+                extra={"account": self.name, "error": excerpt(detail, 500)},
             )
             out.append(self._dead_letter(raw, "malformed_frame", detail))
         if touched:

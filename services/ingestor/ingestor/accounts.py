@@ -16,11 +16,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import SecretStr
 
+from riskwatch_common.contracts import RESERVED_ACCOUNT_NAMES
 from riskwatch_common.logs import register_secret
-from riskwatch_common.settings import ConfigError
+from riskwatch_common.settings import ConfigError, check_outbound_url, load_config_file
 
 
 class AccountType(StrEnum):
@@ -139,12 +139,7 @@ class _Problems:
 def load_group(path: Path, group: str, *, env: Mapping[str, str] | None = None) -> GroupConfig:
     """Validate the whole file, then read the credentials of ``group``'s accounts."""
     environ = os.environ if env is None else env
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"accounts file {path}: cannot be read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"accounts file {path}: not valid YAML ({exc})") from None
+    doc = load_config_file(path, "accounts file")
     problems = _Problems(path)
     if not isinstance(doc, dict):
         raise ConfigError(f"accounts file {path}: must be a mapping with an 'accounts' list")
@@ -305,6 +300,14 @@ def _parse_account(
         )
         return None
     where = f"account '{name}' (accounts[{index}])"
+    if name.lower() in RESERVED_ACCOUNT_NAMES:
+        problems.add(
+            where,
+            "name",
+            f"is reserved (the processor uses {', '.join(sorted(RESERVED_ACCOUNT_NAMES))} "
+            "for itself): choose another name",
+        )
+        return None
     ok = True
     for key in raw:
         if key in _LITERAL_SECRET_FIELDS:
@@ -370,6 +373,14 @@ def _endpoints(
     given = _urls(raw_urls or {}, where, problems, prefix="urls.")
     if environment is None:
         return None
+    if environment is not Environment.SIMULATOR:
+        # Real keys travel to these hosts: TLS, except to a local proxy on loopback.
+        for key, url in list(given.items()):
+            try:
+                check_outbound_url(url)
+            except ValueError as exc:
+                problems.add(where, f"urls.{key}", str(exc))
+                del given[key]
     if environment is Environment.SIMULATOR:
         merged = {**sim_urls, **given}
         missing = [k for k in _URL_FIELDS[:3] if k not in merged]

@@ -13,13 +13,14 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
 from ingestor import metrics
-from ingestor.account import AccountStream, Deps, StatusBoard
+from ingestor.account import AccountStream, Deps, LinkStatus, StatusBoard
 from ingestor.accounts import GroupConfig, load_group
 from ingestor.bybit.ratelimit import (
     REST_REQUESTS_PER_IP_5S,
@@ -28,12 +29,14 @@ from ingestor.bybit.ratelimit import (
     ip_share,
 )
 from ingestor.bybit.rest import BybitRest
+from ingestor.linkwatch import AccountView, LinkWatch, run_heartbeats, run_key_checks
 from ingestor.market import MarketData
-from ingestor.publisher import Observer, Publisher
+from ingestor.publisher import Observer, Publish, Publisher
 from ingestor.settings import IngestorSettings
 from riskwatch_common.clock import Clock, utc_now
+from riskwatch_common.contracts import AccountEvent
 from riskwatch_common.kafka import BrokerProbe, Producer, ensure_topics
-from riskwatch_common.runtime import Health, HttpServer, json_response
+from riskwatch_common.runtime import Health, HttpServer, json_response, supervise
 from riskwatch_common.topics import ACCOUNT_EVENTS, MARK_PRICES, RISK_LIMITS, dead_letter_of
 
 log = logging.getLogger(__name__)
@@ -107,6 +110,13 @@ class Ingestor:
         )
         self._ws_limiters: dict[str, SlidingWindowLimiter] = {}
         self.streams: list[AccountStream] = []
+        self.linkwatch = LinkWatch(
+            group=self.group.name,
+            source=self.source,
+            link_down_after=timedelta(seconds=settings.link_down_alert_s),
+            key_warn_before=timedelta(days=settings.key_expiry_warn_days),
+            clock=clock,
+        )
         self.market: MarketData | None = None
         self.http: HttpServer | None = None
         self.started = asyncio.Event()
@@ -181,12 +191,40 @@ class Ingestor:
                 AccountStream(cfg, deps, on_symbols=self.market.set_account_symbols)
                 for cfg in self.group.accounts
             ]
-            publisher_task = asyncio.ensure_future(self.publisher.run())
+            # Supervised: a loop that raises or ends fails the service (/healthz 503, exit 1)
+            # instead of leaving an ingestor that looks up and reads nothing.
+            publisher_task = supervise(self.publisher.run(), "publisher", self.health)
             tasks = [
-                asyncio.ensure_future(self.market.run()),
-                asyncio.ensure_future(BrokerProbe(s.kafka, self._broker_check).run()),
+                supervise(self.market.run(), "market data", self.health),
+                supervise(
+                    BrokerProbe(s.kafka, self._broker_check).run(), "broker probe", self.health
+                ),
+                supervise(
+                    self.publisher.watch(self.health, s.publish_stuck_s),
+                    "publisher watch",
+                    self.health,
+                ),
+                supervise(
+                    run_heartbeats(self.linkwatch, self._views, self._emit, s.heartbeat_interval_s),
+                    "heartbeats",
+                    self.health,
+                ),
+                supervise(
+                    run_key_checks(
+                        self.linkwatch,
+                        lambda: [
+                            (st.name, self.board.has_streamed(st.name), st.rest.key_expiry)
+                            for st in self.streams
+                        ],
+                        self._emit,
+                        s.key_check_interval_s,
+                        self._mono,
+                    ),
+                    "api key checks",
+                    self.health,
+                ),
             ]
-            tasks += [asyncio.ensure_future(st.run()) for st in self.streams]
+            tasks += [supervise(st.run(), f"account {st.name}", self.health) for st in self.streams]
             log.info(
                 "ingestor started",
                 extra={
@@ -200,15 +238,37 @@ class Ingestor:
             )
             self.started.set()
             done, _ = await asyncio.wait(
-                [publisher_task, *tasks], return_when=asyncio.FIRST_EXCEPTION
+                [publisher_task, *tasks], return_when=asyncio.FIRST_COMPLETED
             )
             for t in done:
                 t.result()  # account streams and the market feed never end on their own
+            raise RuntimeError(f"ingestor stopped: {self.health.failed}")
         finally:
             await self._shutdown(tasks, publisher_task)
             if self._own_session:
                 await ws_session.close()
                 await session.close()
+
+    def _views(self) -> list[AccountView]:
+        now = self._clock()
+        views = []
+        for st in self.streams:
+            status = self.board.status(st.name)
+            views.append(
+                AccountView(
+                    name=st.name,
+                    link_up=status is LinkStatus.STREAMING,
+                    auth_failed=status is LinkStatus.AUTH_FAILED,
+                    last_message_at=now - timedelta(seconds=st.seconds_since_message())
+                    if self.board.has_streamed(st.name)
+                    else None,
+                    detail=self.board.detail(st.name),
+                )
+            )
+        return views
+
+    async def _emit(self, event: AccountEvent) -> None:
+        await self.publisher.put(Publish(ACCOUNT_EVENTS, event.account, event))
 
     def _broker_check(self, ok: bool, detail: str) -> None:
         self.health.set("broker", ok, detail)

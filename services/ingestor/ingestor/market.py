@@ -28,6 +28,7 @@ from ingestor.settings import IngestorSettings
 from ingestor.state import Coalesced, Coalescer, Tick, TickerBook
 from ingestor.tiers import Units
 from riskwatch_common.clock import Clock
+from riskwatch_common.logs import excerpt
 from riskwatch_common.topics import MARK_PRICES, RISK_LIMITS
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ class MarketData:
         metrics.SUBSCRIPTIONS_REFUSED.inc()
         log.error(
             "public link refused a subscription",
-            extra={"symbols": symbols, "error": str(reply.get("ret_msg"))[:300]},
+            extra={"symbols": symbols, "error": excerpt(str(reply.get("ret_msg")), 300)},
         )
         if symbols and len(symbols) > 1:
             # One bad symbol refuses the whole request: let the syncer retry them singly.

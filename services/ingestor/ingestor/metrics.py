@@ -69,6 +69,11 @@ PUBLISH_LATENCY = m.histogram(
 PUBLISHED = m.counter(
     "ingestor_events_published_total", "Events acknowledged by the broker, by event type", ["type"]
 )
+UNPUBLISHABLE = m.counter(
+    "ingestor_records_unpublishable_total",
+    "Records the broker can never take (too large, invalid), dead-lettered instead",
+    ["error"],
+)
 PUBLISH_RETRIES = m.counter(
     "ingestor_publish_retries_total", "Records re-sent after the broker failed to take them"
 )

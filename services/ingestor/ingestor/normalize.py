@@ -41,7 +41,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _NONE_TEXT = frozenset({"", "None", "none"})
 
-_ROW_ERRORS = (KeyError, TypeError, ValueError, ArithmeticError, ValidationError)
+ROW_ERRORS: tuple[type[Exception], ...] = (
+    KeyError,
+    TypeError,
+    ValueError,
+    ArithmeticError,
+    ValidationError,
+)
+"""What a row builder (position/order/execution/wallet/mark price/risk-limit table) raises
+for a row it cannot use, and nothing else: callers catch exactly these."""
+_ROW_ERRORS = ROW_ERRORS
 
 PRIVATE_KINDS = ("position", "order", "execution", "wallet")
 
@@ -138,9 +147,17 @@ def event_id(*parts: object) -> str:
     return digest.hex()
 
 
+def _object(row: Any) -> Mapping[str, Any]:
+    """``row`` itself when it is a JSON object; a row of another type is a TypeError (one
+    of ``ROW_ERRORS``), never an AttributeError past the caller's handler."""
+    if type(row) is dict or isinstance(row, Mapping):
+        return row
+    raise TypeError(f"row is not an object: {type(row).__name__}")
+
+
 def _present(row: Mapping[str, Any]) -> dict[str, Any]:
     """The row without Bybit's "" (= not applicable) values, so ``get`` yields None."""
-    return {k: v for k, v in row.items() if v != ""}
+    return {k: v for k, v in _object(row).items() if v != ""}
 
 
 # --------------------------------------------------------------------------- private rows
@@ -285,7 +302,10 @@ def wallet_event(
 ) -> WalletUpdated:
     """``time_ms`` is the frame's creationTime or the REST response time: a wallet row
     carries no time of its own. ``identity`` is the frame id or the REST response time."""
+    row = _object(row)
     coins = row.get("coin") or []
+    if not isinstance(coins, list):
+        raise TypeError(f"coin is not a list: {type(coins).__name__}")
     return WalletUpdated(
         event_id=event_id(meta.account, "wallet", identity),
         occurred_at=from_ms(time_ms),
@@ -399,7 +419,7 @@ def private_frame(
 
 
 def snapshot_events(
-    rows: list[dict[str, Any]],
+    rows: list[Any],
     build: Callable[[Mapping[str, Any], Meta], Event],
     meta: Meta,
 ) -> tuple[list[Event], list[tuple[int, str]]]:
@@ -407,6 +427,9 @@ def snapshot_events(
     events: list[Event] = []
     bad: list[tuple[int, str]] = []
     for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            bad.append((i, "row is not an object"))
+            continue
         if row.get("category") not in (None, "linear"):
             continue
         try:

@@ -73,5 +73,27 @@ class IngestorSettings(ServiceSettings):
     # stampede that times out its own handshakes.
     max_concurrent_resyncs: int = Field(default=32, ge=1)
 
+    heartbeat_interval_s: float = Field(
+        default=5.0, gt=0, description="A PipelineHeartbeat per account this often."
+    )
+    link_down_alert_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A private stream down this long is reported (AccountStatusChanged "
+        "link_down): the processor raises an account_link alert.",
+    )
+    key_check_interval_s: float = Field(
+        default=3600.0, gt=0, description="How often each API key's expiry is read."
+    )
+    key_expiry_warn_days: float = Field(
+        default=7.0, ge=0, description="A key expiring within this many days is reported."
+    )
+
     queue_size: int = Field(default=10000, ge=1)
     publish_batch_max: int = Field(default=2000, ge=1)
+    publish_stuck_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A batch not taken by Kafka for this long turns /readyz red (check "
+        "'publisher'), so a stalled publisher is seen.",
+    )

@@ -231,3 +231,70 @@ def test_egress_naming_an_unknown_group_is_an_error_naming_the_field(tmp_path: P
 
     with pytest.raises(ConfigError, match=r"egress.*typo.*is not a group of this file \(a\)"):
         load_group(path, "a", env=ENV)
+
+
+def test_second_top_level_accounts_key_is_refused_not_silently_replacing_the_first(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "accounts:\n" + account() + "accounts:\n" + account("other"))
+
+    with pytest.raises(ConfigError) as err:
+        load_group(path, "g", env=ENV)
+
+    assert str(path) in str(err.value)
+    assert "duplicate key 'accounts'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_duplicate_field_inside_an_account_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "accounts:\n" + account(group="g\n    group: h"))
+
+    with pytest.raises(ConfigError, match="duplicate key 'group'"):
+        load_group(path, "g", env=ENV)
+
+
+@pytest.mark.parametrize("name", ["portfolio", "Portfolio", "PORTFOLIO"])
+def test_reserved_account_name_is_refused(tmp_path: Path, name: str) -> None:
+    path = write(tmp_path, "accounts:\n" + account(name))
+
+    with pytest.raises(ConfigError) as err:
+        load_group(path, "g", env=ENV)
+
+    assert f"account '{name}' (accounts[0]): field 'name' is reserved" in str(err.value)
+
+
+def test_non_utf8_accounts_file_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.yaml"
+    path.write_bytes(b"accounts:\n  - name: caf\xe9\n")
+
+    with pytest.raises(ConfigError, match=r"accounts file .*accounts.yaml: not UTF-8 text"):
+        load_group(path, "g", env=ENV)
+
+
+def test_plain_http_bybit_url_is_refused_except_to_loopback(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "accounts:\n"
+        + account(urls="{rest_url: 'http://api.bybit.com'}")
+        + account("local", urls="{rest_url: 'http://127.0.0.1:9000'}"),
+    )
+
+    with pytest.raises(ConfigError) as err:
+        load_group(path, "g", env=ENV)
+
+    assert "account 'main' (accounts[0]): field 'urls.rest_url' must be https://" in str(err.value)
+    assert "'local'" not in str(err.value)
+
+
+def test_secrets_from_env_and_files_are_stripped(tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("  secret-from-file\n")
+    path = write(
+        tmp_path,
+        "accounts:\n" + account().replace("api_secret_env: S1", "api_secret_file: secret.txt"),
+    )
+
+    group = load_group(path, "g", env={"K1": "key-with-newline\n"})
+
+    creds = group.accounts[0].credentials
+    assert creds.api_key.get_secret_value() == "key-with-newline"
+    assert creds.api_secret.get_secret_value() == "secret-from-file"

@@ -95,3 +95,80 @@ async def test_process_streams_then_stops_cleanly_on_sigterm(
     await wait_until(lambda: not sim.private_connections("main"), message="links closed")
     folded = await h.read_folded(kafka, min_records=4)
     assert {s.account for s in folded.statuses} == {"main", "sub_trading"}
+
+
+def test_bad_variable_and_bad_accounts_file_are_reported_together_on_one_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "accounts.yaml"
+    path.write_text(
+        "accounts:\n  - {name: portfolio, group: g, account_type: unified,"
+        " position_mode: one_way, environment: mainnet,"
+        " credentials: {api_key_env: K, api_secret_env: S}}\n"
+    )
+
+    done = run(
+        ["--group", "g"],
+        {"INGESTOR_ACCOUNTS_FILE": str(path), "LOG_LEVEL": "LOUD", "INGESTOR_QUEUE_SIZE": "0"},
+    )
+
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "LOG_LEVEL is 'LOUD'" in line
+    assert "INGESTOR_QUEUE_SIZE" in line
+    assert "field 'name' is reserved" in line
+
+
+@pytest.mark.integration
+async def test_signature_error_echoing_the_key_reaches_no_endpoint_log_or_metric(
+    kafka: KafkaSettings, start_sim: StartSim, tmp_path: Path
+) -> None:
+    # Bybit's 10004 text echoes the signed string, API key included (the sim's sign_fail).
+    sim = await start_sim("sample_portfolio.yaml")
+    path, creds = sim.accounts_yaml(tmp_path / "a.yaml", ["main"])
+    secrets = [v for v in creds.values() if len(v) >= 6]
+    assert secrets
+    await sim.fault(kind="sign_fail", account="main", count=1000)
+    port = free_port()
+    env = {
+        **os.environ,
+        **creds,
+        "INGESTOR_ACCOUNTS_FILE": str(path),
+        "INGESTOR_HTTP_PORT": str(port),
+        **kafka.as_env(),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "DEBUG",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ingestor", "--group", "g",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    bodies: dict[str, str] = {}
+    try:
+        async with aiohttp.ClientSession() as client:
+
+            async def get(route: str) -> str:
+                async with client.get(f"http://127.0.0.1:{port}{route}") as resp:
+                    return await resp.text()
+
+            async def refused() -> bool:
+                try:
+                    return "error sign!" in await get("/accounts")
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(refused, timeout=30, message="10004 shown on /accounts")
+            for route in ("/healthz", "/readyz", "/accounts", "/metrics"):
+                bodies[route] = await get(route)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    bodies["log"] = (await proc.stderr.read()).decode() if proc.stderr else ""
+
+    assert "auth_failed" in bodies["/readyz"]
+    for where, text in bodies.items():
+        for secret in secrets:
+            assert secret not in text, f"a test secret leaked into {where}"

@@ -290,3 +290,29 @@ def test_parse_and_normalize_cost_is_measured() -> None:
     per_frame_us = (time.perf_counter() - start) / 2000 * 1e6
     print(f"parse+normalize position frame: {per_frame_us:.1f} µs")
     assert per_frame_us > 0
+
+
+@pytest.mark.parametrize("row", [1, "x", None, [], True])
+def test_wallet_frame_whose_row_is_not_an_object_reports_a_bad_row(row: Any) -> None:
+    frame = {"topic": "wallet", "id": "w1", "creationTime": 1700000000000, "data": [row]}
+
+    out = n.private_frame(frame, account="a", source="s", produced_at=NOW)
+
+    assert out.events == []
+    assert out.bad_rows == [(0, f"TypeError: row is not an object: {type(row).__name__}")]
+
+
+@pytest.mark.parametrize("rows", [[None], ["x"], [[1]], [1, {"category": "inverse"}]])
+def test_rest_rows_that_are_not_objects_are_bad_rows_not_errors(rows: list[Any]) -> None:
+    meta = n.Meta("a", "s", NOW, "c")
+
+    events, bad = n.snapshot_events(rows, n.position_event, meta)
+
+    assert events == []
+    assert bad == [(0, "row is not an object")]
+
+
+def test_wallet_coin_list_of_another_type_is_a_row_error() -> None:
+    meta = n.Meta("a", "s", NOW, "c")
+    with pytest.raises(n.ROW_ERRORS):
+        n.wallet_event({"coin": "BTC", "totalEquity": "1"}, meta, time_ms=1, identity="i")

@@ -15,6 +15,7 @@ from ingestor.bybit.rest import (
     BybitAuthError,
     BybitError,
     BybitRest,
+    decode_body,
     risk_limit_rows,
 )
 from riskwatch_common.testkit import wait_until
@@ -210,3 +211,27 @@ async def test_ip_limiter_counts_a_held_slot_until_a_window_after_the_request_en
     assert limiter.delay() == pytest.approx(5.0)  # the first slot counts until 4 + 5 s
     async with limiter.hold() as waited:
         assert waited == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"retCode":0,"retMsg":"OK","result":{},"time":"soon"}',
+        b'{"retCode":0,"retMsg":"OK","result":{},"time":[1]}',
+        b'{"retCode":0,"retMsg":"OK","result":[],"time":-5}',
+    ],
+)
+def test_ok_body_with_an_unreadable_time_uses_the_local_clock(body: bytes) -> None:
+    code, _, response = decode_body("/v5/x", body, now_ms=42)
+
+    assert code == 0
+    assert response.time_ms == 42
+    assert response.result == {}
+
+
+@pytest.mark.parametrize(
+    "body", [b"[1]", b'"x"', b"{}", b'{"retCode":null}', b'{"retCode":"x"}', b'{"retCode":true}']
+)
+def test_body_that_is_not_bybits_envelope_is_a_bybit_error(body: bytes) -> None:
+    with pytest.raises(BybitError, match="unreadable response"):
+        decode_body("/v5/x", body, now_ms=1)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
@@ -54,7 +54,7 @@ from riskwatch_common.contracts import (
 )
 from riskwatch_common.kafka import BrokerProbe, Consumer, Producer, RecordMeta
 from riskwatch_common.logs import register_secret
-from riskwatch_common.runtime import Health, HttpServer
+from riskwatch_common.runtime import Health, HttpServer, supervise
 from riskwatch_common.text import plain_text
 from riskwatch_common.topics import ALERTS, ANALYSES, EXPOSURES, HEARTBEATS, NOTIFICATIONS
 
@@ -277,7 +277,8 @@ class NotifierApp:
         self._silences_ready = asyncio.Event()
         self._batch: list[asyncio.Future[Outcome]] = []
         self._analyses: list[Notification] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._workers: list[asyncio.Task[None]] = []
         # the latest snapshot per account (and 'portfolio'): quick stats and what a
         # resolved alert's measure is now
         self.exposures: dict[str, ExposureSnapshotted] = {}
@@ -305,38 +306,35 @@ class NotifierApp:
         silences = await self.start_silences()
         await self.consumer.start()
         self.health.set("kafka", True, f"consuming {ALERTS.name}, {ANALYSES.name}")
-        consumer = asyncio.create_task(self.consumer.run(), name="notifier-consumer")
-        probe = asyncio.create_task(
-            BrokerProbe(
-                self.settings.kafka, lambda ok, detail: self.health.set("broker", ok, detail)
-            ).run(),
-            name="notifier-broker-probe",
+        # supervised: a loop that raises or ends fails the service (/healthz 503, exit 1)
+        # instead of leaving a notifier that looks up and sends nothing
+        probe = BrokerProbe(
+            self.settings.kafka, lambda ok, detail: self.health.set("broker", ok, detail)
         )
-        reminders = asyncio.create_task(self._remind_forever(), name="notifier-reminders")
-        retries = asyncio.create_task(self._retry_forever(), name="notifier-outbox")
-        watch = asyncio.create_task(self._watch_forever(), name="notifier-watchdog")
         self._tasks = [
-            consumer,
-            probe,
-            reminders,
-            retries,
-            watch,
+            supervise(self.consumer.run(), "consumer", self.health),
+            supervise(probe.run(), "broker probe", self.health),
+            supervise(self._remind_forever(), "reminders", self.health),
+            supervise(self._retry_forever(), "outbox retries", self.health),
+            supervise(self._watch_forever(), "heartbeat watchdog", self.health),
             silences,
             *self.start_bot(),
-            *workers,
         ]
+        self._workers = workers
         log.info("notifier started", extra={"channels": self.dispatcher.channel_names})
 
     async def wait(self) -> None:
         """Run until a supervised task stops; its error propagates."""
-        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            [*self._tasks, *self._workers], return_when=asyncio.FIRST_COMPLETED
+        )
         for task in done:
             task.result()
         raise RuntimeError("a notifier task stopped unexpectedly")
 
     async def stop(self) -> None:
         self.health.set("kafka", False, "stopping")
-        for task in [t for t in self._tasks if not t.get_name().startswith("notifier-worker")]:
+        for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -348,11 +346,12 @@ class NotifierApp:
         self.outbox.close()
         await self.http.stop()
 
-    async def start_silences(self) -> asyncio.Task[None]:
+    async def start_silences(self) -> asyncio.Task[Any]:
         """Read every silence back before the first alert; then keep following the topic."""
-        task = asyncio.create_task(
+        task = supervise(
             self.silence_store.follow(self.silences.apply, self._silences_ready),
-            name="notifier-silences",
+            "silence reader",
+            self.health,
         )
         ready = asyncio.create_task(self._silences_ready.wait())
         done, _ = await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -363,7 +362,7 @@ class NotifierApp:
         log.info("silences loaded", extra={"active": len(self.silences.active(self._clock()))})
         return task
 
-    def start_bot(self) -> list[asyncio.Task[None]]:
+    def start_bot(self) -> list[asyncio.Task[Any]]:
         """Answer bot commands in the routing's Telegram chats (when there are any)."""
         token = self.settings.telegram_bot_token
         chats = {
@@ -383,7 +382,7 @@ class NotifierApp:
             poll_seconds=self.settings.telegram_poll_seconds,
         )
         self.bot = bot
-        return [asyncio.create_task(bot.run(), name="notifier-bot")]
+        return [supervise(bot.run(), "telegram commands", self.health)]
 
     def _targets(self, n: Notification) -> set[str]:
         now = self._clock()

@@ -7,14 +7,13 @@ file are always on (the file channel turns off with an empty ``NOTIFIER_ALERTS_F
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from notifier.routing import ChannelType, RoutingFile, default_routing, load_routing
-from riskwatch_common.settings import ServiceSettings
+from riskwatch_common.settings import OutboundSecretUrl, OutboundUrl, ServiceSettings
 
 SERVICE = "notifier"
 
@@ -55,12 +54,12 @@ class NotifierSettings(ServiceSettings):
 
     telegram_bot_token: SecretStr | None = None
     telegram_chat_id: str | None = None
-    telegram_api_base: str = Field(default="https://api.telegram.org", min_length=1)
+    telegram_api_base: OutboundUrl = Field(default="https://api.telegram.org", min_length=1)
     telegram_min_interval_seconds: float = Field(
         default=1.0, ge=0, description="Telegram allows about 1 message/s per chat."
     )
-    slack_webhook_url: SecretStr | None = None
-    slack_api_base: str = Field(
+    slack_webhook_url: OutboundSecretUrl | None = None
+    slack_api_base: OutboundUrl = Field(
         default="https://slack.com", min_length=1, description="Web API (bot tokens)."
     )
     slack_min_interval_seconds: float = Field(
@@ -85,7 +84,7 @@ class NotifierSettings(ServiceSettings):
         default="",
         description="Comma-separated ingestor groups to expect even before they report.",
     )
-    deadman_url: SecretStr | None = Field(
+    deadman_url: OutboundSecretUrl | None = Field(
         default=None,
         description="Pinged (GET) while every group is fresh: an outside check notices a "
         "dead or blind notifier when the pings stop.",
@@ -115,18 +114,6 @@ class NotifierSettings(ServiceSettings):
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     queue_size: int = Field(default=256, ge=1, description="Pending sends per channel.")
     max_batch_records: int = Field(default=200, ge=1)
-
-    @field_validator("deadman_url")
-    @classmethod
-    def _https_unless_loopback(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return value
-        url = urlsplit(value.get_secret_value())
-        if url.scheme == "https" or (
-            url.scheme == "http" and url.hostname in ("127.0.0.1", "localhost", "::1")
-        ):
-            return value
-        raise ValueError("must be an https:// URL (http only for loopback)")
 
     @property
     def expected_groups(self) -> frozenset[str]:

@@ -180,15 +180,35 @@ class StreamStatus(StrEnum):
     RESYNCED = "resynced"
     DISCONNECTED = "disconnected"
     AUTH_FAILED = "auth_failed"
+    # The account link is broken in a way the trader must hear about (``account_link``):
+    LINK_DOWN = "link_down"  # the private stream has been down longer than the threshold
+    KEY_EXPIRING = "key_expiring"  # the API key expires within 7 days (``key_expires_at``)
+    KEY_OK = "key_ok"  # a key reported expiring no longer is (renewed or replaced)
+
+
+LINK_PROBLEMS = frozenset(
+    {StreamStatus.LINK_DOWN, StreamStatus.AUTH_FAILED, StreamStatus.KEY_EXPIRING}
+)
+"""Statuses that open an ``account_link`` problem; ``resynced`` ends the first two,
+``key_ok`` the last."""
 
 
 class AccountStatusChanged(AccountEvent):
-    """The ingestor's link to one account changed state (connected, resynced, failed)."""
+    """The ingestor's link to one account changed state (connected, resynced, failed, down
+    too long, key expiring)."""
 
     event_type: Literal["AccountStatusChanged"] = "AccountStatusChanged"
     status: StreamStatus
     reason: str = ""
     ret_code: int | None = None
+    key_expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the account's API key expires (Bybit /v5/user/query-api "
+        "expiredAt), when known; set on key_expiring and key_ok.",
+    )
+    down_since: AwareDatetime | None = Field(
+        default=None, description="On link_down: since when the private stream is down."
+    )
 
 
 class PipelineHeartbeat(AccountEvent):
@@ -283,6 +303,9 @@ class ExposureScope(StrEnum):
 
 
 PORTFOLIO_KEY = "portfolio"
+RESERVED_ACCOUNT_NAMES = frozenset({PORTFOLIO_KEY})
+"""Keys the processor uses for itself in the account key space (topics, tables, the query
+API): an account may not be named so, in any letter case."""
 
 
 class ExposureSnapshotted(Event):

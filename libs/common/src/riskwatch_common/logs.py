@@ -33,12 +33,23 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
+def has_secrets() -> bool:
+    """Whether any secret is registered (redaction has work to do)."""
+    return bool(_secrets)
+
+
 def redact(text: str) -> str:
     """Replace every registered secret in ``text``."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, _REDACTED)
     return text
+
+
+def excerpt(text: str, limit: int) -> str:
+    """``text`` redacted, then cut to ``limit`` characters: in this order, since a secret cut
+    in half no longer matches and its first half would leak."""
+    return redact(text)[:limit]
 
 
 class RedactingFilter(logging.Filter):

@@ -1,9 +1,16 @@
-"""Service runtime: health and metrics endpoints, signals, graceful shutdown.
+"""Service runtime: health and metrics endpoints, signals, graceful shutdown, fail-fast.
 
 Every service's ``__main__`` is ``run_main(name, SettingsClass, app_main)``: settings are
 loaded first (a config error exits 2 naming the variable), logging is configured, then the
 app runs until SIGINT/SIGTERM, when it is cancelled and its ``finally`` blocks close
 connections in order.
+
+Fail fast (never silently blind): a service that can no longer do its job calls
+``health.fail(reason)``, or runs its loops with ``supervise(coro, name, health)`` which does
+it when the loop raises. From that moment ``/healthz`` and ``/readyz`` answer 503, the app is
+cancelled so its ``finally`` blocks run, and the process exits 1 within ``FAIL_EXIT_S`` even
+when that graceful stop hangs (a watchdog thread, so a blocked event loop cannot stop it).
+A stop on SIGTERM/SIGINT that hangs is forced after ``STOP_TIMEOUT_S`` the same way.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,7 +30,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from riskwatch_common.logs import configure_logging
+from riskwatch_common.logs import configure_logging, has_secrets, redact
 from riskwatch_common.settings import BaseServiceSettings, ConfigError, load_settings
 
 log = logging.getLogger(__name__)
@@ -33,11 +42,39 @@ class Check:
     detail: str = ""
 
 
+FAIL_EXIT_S = 5.0
+"""Most seconds between ``Health.fail`` and the process's exit (graceful stop or forced)."""
+STOP_TIMEOUT_S = 25.0
+"""Most seconds a stop on SIGTERM/SIGINT may take before the exit is forced (Kubernetes
+kills at 30 s by default)."""
+
+# Set by ``run_main`` for the life of the process: what ``Health.fail`` calls so the
+# process ends. None in tests that run a service in-process: they see the 503 and the error.
+_on_failure: Callable[[str], None] | None = None
+
+
 class Health:
-    """Named readiness checks; the service is ready when every check is ok."""
+    """Named readiness checks; the service is ready when every check is ok.
+
+    ``fail(reason)`` marks the whole service failed: not alive, not ready, for good.
+    """
 
     def __init__(self) -> None:
         self._checks: dict[str, Check] = {}
+        self.failed: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """The service cannot do its job: /healthz turns 503 now and the process exits 1."""
+        if self.failed is not None:
+            return
+        self.failed = reason
+        log.critical("service failed, exiting", extra={"reason": reason})
+        if _on_failure is not None:
+            _on_failure(reason)
+
+    @property
+    def alive(self) -> bool:
+        return self.failed is None
 
     def set(self, name: str, ok: bool, detail: str = "") -> None:
         check = self._checks.setdefault(name, Check())
@@ -50,13 +87,49 @@ class Health:
 
     @property
     def ready(self) -> bool:
-        return all(c.ok for c in self._checks.values())
+        return self.failed is None and all(c.ok for c in self._checks.values())
 
     def report(self) -> dict[str, Any]:
-        return {
+        """Readiness and every check, redacted (details quote library and exchange errors)."""
+        doc: dict[str, Any] = {
             "ready": self.ready,
-            "checks": {n: {"ok": c.ok, "detail": c.detail} for n, c in self._checks.items()},
+            "checks": {
+                n: {"ok": c.ok, "detail": redact(c.detail)} for n, c in self._checks.items()
+            },
         }
+        if self.failed is not None:
+            doc["failed"] = redact(self.failed)
+        return doc
+
+
+def supervise(coro: Awaitable[Any], name: str, health: Health) -> asyncio.Task[Any]:
+    """Run ``coro`` as a task that must never end: when it raises, or returns, the service
+    has failed (``health.fail``). Cancelling the task is a normal stop."""
+
+    async def guarded() -> Any:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            health.fail(f"{name} failed: {exc!r}")
+            raise
+        health.fail(f"{name} stopped")
+
+    return asyncio.ensure_future(guarded())
+
+
+@web.middleware
+async def _redacting(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every registered secret is replaced in every response this server sends: a route that
+    quotes an exchange or library error cannot serve a key."""
+    resp: web.StreamResponse = await handler(request)
+    if isinstance(resp, web.Response) and isinstance(resp.body, bytes) and has_secrets():
+        text = resp.body.decode("utf-8", "replace")
+        clean = redact(text)
+        if clean != text:
+            resp.body = clean.encode()
+    return resp
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -76,7 +149,7 @@ class HttpServer:
         self.host = host
         self.port = port
         self.health = health
-        self._app = web.Application()
+        self._app = web.Application(middlewares=[_redacting])
         self._app.add_routes(
             [
                 web.get("/healthz", self._healthz),
@@ -88,6 +161,8 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        if self.health.failed is not None:
+            return _json({"alive": False, "failed": redact(self.health.failed)}, 503)
         return _json({"alive": True})
 
     async def _readyz(self, _: web.Request) -> web.Response:
@@ -175,19 +250,67 @@ def dump_tasks() -> str:
     return out.getvalue()
 
 
-async def _run_until_signal(main: Awaitable[None]) -> None:
+def _force_exit_after(seconds: float, code: int, why: str) -> None:
+    """Exit with ``code`` after ``seconds`` unless the process ended first; a thread, so a
+    hung event loop or a stop that never returns cannot hold it."""
+
+    def fire() -> None:
+        log.critical("graceful stop hung, forcing exit", extra={"after_s": seconds, "why": why})
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+
+
+class _Process:
+    """What ``run_main`` knows about the running app: its task and whether it failed."""
+
+    def __init__(self, task: asyncio.Future[None], loop: asyncio.AbstractEventLoop) -> None:
+        self.task = task
+        self.loop = loop
+        self.failure: str | None = None
+        self.stopping = False
+
+    def fail(self, reason: str) -> None:
+        if self.failure is not None:
+            return
+        self.failure = reason
+        _force_exit_after(FAIL_EXIT_S, 1, reason)
+        self.loop.call_soon_threadsafe(self.task.cancel)
+
+    def stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            _force_exit_after(STOP_TIMEOUT_S, 1, "signal")
+        self.task.cancel()
+
+
+async def _run_until_signal(main: Awaitable[None]) -> str | None:
+    """Run ``main`` until a signal or a failure; returns the failure, if any."""
+    global _on_failure
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(main)
+    proc = _Process(task, loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, proc.stop)
     loop.add_signal_handler(signal.SIGUSR1, lambda: log.warning("task dump\n%s", dump_tasks()))
+    _on_failure = proc.fail
     try:
         await task
     except asyncio.CancelledError:
         log.info("stopped")
+    except Exception as exc:
+        proc.fail(f"{exc!r}")
+        raise
     finally:
+        _on_failure = None
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
+    return proc.failure
 
 
 def run_main(
@@ -204,9 +327,12 @@ def run_main(
         return 2
     configure_logging(service, settings.log_level, settings.log_format.value)
     try:
-        asyncio.run(_run_until_signal(app_main(settings)))
+        failure = asyncio.run(_run_until_signal(app_main(settings)))
     except Exception:
         log.exception("service failed")
+        return 1
+    if failure is not None:
+        log.error("service failed", extra={"reason": failure})
         return 1
     return 0
 

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,7 @@ from ingestor import metrics
 from ingestor.accounts import AccountConfig
 from ingestor.bybit.ratelimit import Sleep, SlidingWindowLimiter
 from ingestor.bybit.signing import rest_headers
+from riskwatch_common.logs import excerpt, redact
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,9 @@ EXECUTION_BACKFILL_MAX_ROWS = _EXECUTION_MAX_PAGES * EXECUTION_PAGE_ROWS
 
 class BybitError(Exception):
     def __init__(self, path: str, ret_code: int | None, message: str, http_status: int = 200):
+        # Bybit's 10004 text echoes the signed string, API key included; the error is shown
+        # on /readyz, /accounts and in account events, so it never carries it.
+        message = redact(message)
         super().__init__(f"{path}: {ret_code if ret_code is not None else 'HTTP'} {message}")
         self.path = path
         self.ret_code = ret_code
@@ -167,7 +172,7 @@ class BybitRest:
                 self._ip.block_for(self._ip_ban_s)
                 log.error(
                     "bybit answered 403: IP rate limit hit, pausing all REST",
-                    extra={"path": path, "pause_s": self._ip_ban_s, "body": body[:100]},
+                    extra={"path": path, "pause_s": self._ip_ban_s, "body": _excerpt(body, 100)},
                 )
                 raise BybitIpBanned(
                     path, "HTTP 403 (IP rate limit or region block)", self._ip_ban_s
@@ -180,19 +185,15 @@ class BybitRest:
                 continue
             if status != 200:
                 metrics.REST_CALLS.labels(path, f"http_{status}").inc()
-                raise BybitError(path, None, f"HTTP {status}: {body[:200]!r}", status)
+                raise BybitError(path, None, f"HTTP {status}: {_excerpt(body)}", status)
             try:
-                doc = orjson.loads(body)
-                ret_code = int(doc["retCode"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                ret_code, ret_msg, response = decode_body(path, body, self._now_ms())
+            except BybitError:
                 metrics.REST_CALLS.labels(path, "bad_response").inc()
-                raise BybitError(path, None, f"unreadable response: {body[:200]!r}") from exc
-            ret_msg = str(doc.get("retMsg", ""))
+                raise
             if ret_code == 0:
                 metrics.REST_CALLS.labels(path, "ok").inc()
-                result = doc.get("result") or {}
-                time_ms = int(doc.get("time") or self._now_ms())
-                return Response(result if isinstance(result, dict) else {}, time_ms)
+                return response
             if ret_code in AUTH_RET_CODES:
                 metrics.REST_CALLS.labels(path, "auth_error").inc()
                 raise BybitAuthError(path, ret_code, ret_msg)
@@ -310,6 +311,50 @@ class BybitRest:
         raise BybitError(path, 0, f"more than {max_pages} pages")
 
 
+def decode_body(path: str, body: bytes, now_ms: int) -> tuple[int, str, Response]:
+    """Bybit's JSON envelope: (retCode, retMsg, the result and the exchange time).
+
+    Any body that is not that envelope raises ``BybitError`` (and nothing else): a result
+    that is not an object counts as empty, a missing or unreadable ``time`` as ``now_ms``.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BybitError(path, None, f"unreadable response: {_excerpt(body)}") from None
+    if not isinstance(doc, dict):
+        raise BybitError(path, None, f"unreadable response: {_excerpt(body)}")
+    code = doc.get("retCode")
+    if isinstance(code, bool) or not isinstance(code, int | str):
+        raise BybitError(path, None, f"unreadable response: {_excerpt(body)}")
+    try:
+        ret_code = int(code)
+    except ValueError:
+        raise BybitError(path, None, f"unreadable response: {_excerpt(body)}") from None
+    ret_msg = str(doc.get("retMsg", ""))
+    result = doc.get("result")
+    time_ms = doc.get("time")
+    if isinstance(time_ms, str) and time_ms.isascii() and time_ms.isdigit():
+        time_ms = int(time_ms)
+    if isinstance(time_ms, bool) or not isinstance(time_ms, int) or time_ms <= 0:
+        time_ms = now_ms
+    return ret_code, ret_msg, Response(result if isinstance(result, dict) else {}, time_ms)
+
+
+def parse_key_expiry(result: dict[str, Any]) -> datetime | None:
+    """``expiredAt`` of a ``/v5/user/query-api`` result: None when empty (the key never
+    expires); anything but an ISO time is a BybitError."""
+    raw = result.get("expiredAt")
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str):
+        raise BybitError("/v5/user/query-api", 0, f"expiredAt is not a time: {raw!r:.60}")
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BybitError("/v5/user/query-api", 0, f"expiredAt is not a time: {raw!r:.60}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def _parse_ms(text: str | None) -> int | None:
     if not text:
         return None
@@ -387,6 +432,18 @@ class AccountRest:
         row = rows[0] if isinstance(rows, list) and rows and isinstance(rows[0], dict) else None
         return row, resp.time_ms
 
+    async def key_expiry(self) -> datetime | None:
+        """When this account's API key expires (``/v5/user/query-api`` ``expiredAt``), None
+        for a key that never does."""
+        resp = await self._rest.get(
+            self.account.endpoints.rest_url,
+            "/v5/user/query-api",
+            [],
+            account=self.account,
+            throttle=self.throttle,
+        )
+        return parse_key_expiry(resp.result)
+
     async def executions(self, start_ms: int) -> tuple[list[dict[str, Any]], int]:
         """Every linear execution with ``execTime >= start_ms``, newest first, and the time of
         the first page (nothing up to it is missing: later pages only reach further back).
@@ -443,3 +500,7 @@ async def risk_limit_rows(rest: BybitRest, base_url: str, symbol: str) -> list[d
         base_url, "/v5/market/risk-limit", [("category", "linear"), ("symbol", symbol)]
     )
     return [r for r in rows if r.get("symbol") in (None, symbol)]
+
+
+def _excerpt(body: bytes, limit: int = 200) -> str:
+    return repr(excerpt(body.decode("utf-8", "replace"), limit))
