@@ -122,7 +122,10 @@ def test_live_risk_processor_reads_the_thresholds_init_writes(live: Spec, init_d
     path = Path(spec["environment"]["RISK_PROCESSOR_THRESHOLDS_FILE"])
     (mount,) = [v for v in spec["volumes"] if _target(v) == str(path)]
     assert mount.startswith("${RISKWATCH_LIVE_DIR:-./live}/thresholds.yaml:")
-    assert load_config(init_dir / "thresholds.yaml").base.net_exposure_usd > 0
+    config = load_config(init_dir / "thresholds.yaml")
+    # init without --net-exposure-limit-usd keeps the USD net limit off (opt-in)
+    assert config.base.net_exposure_usd is None
+    assert config.base.unrealized_loss_usd < 0
 
 
 def test_init_env_selects_the_live_file_and_names_groups_without_an_ingestor(

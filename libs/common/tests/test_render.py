@@ -14,6 +14,7 @@ from riskwatch_common.render import (
     base_coin,
     deadline,
     describe_action,
+    figure,
     leverage,
     percent,
     price,
@@ -30,12 +31,13 @@ D = Decimal
     [
         (D("1250.5"), "1,250.50 USD"),
         (D("0.017027"), "0.02 USD"),
-        (D("-150"), "-150.00 USD"),
+        (D("-150"), "-150 USD"),
+        (D("2499.999"), "2,500 USD"),
         (D("9999.994"), "9,999.99 USD"),
         (D("9999.996"), "10,000 USD"),
         (D("49586.4"), "49,586 USD"),
         (D("1410000.123"), "1,410,000 USD"),
-        (D("-0.001"), "0.00 USD"),
+        (D("-0.001"), "0 USD"),
     ],
 )
 def test_usd_is_cents_below_ten_thousand_and_whole_dollars_from_there(
@@ -195,3 +197,50 @@ def test_describe_check_link_and_monitor() -> None:
     assert describe_action(link) == "check sub_hedge's link to Bybit (API key, network)"
     watch = SuggestedAction(kind=ActionKind.MONITOR, account="main", symbol="ETHUSDT")
     assert describe_action(watch) == "no action needed now; keep watching ETHUSDT"
+
+
+def test_an_action_on_another_account_than_the_alerts_names_it() -> None:
+    cut = SuggestedAction(
+        kind=ActionKind.REDUCE_POSITION,
+        account="main",
+        symbol="ETHUSDT",
+        qty=D(5),
+        amount_usd=D(17250),
+    )
+    assert describe_action(cut, alert_account="portfolio") == (
+        "reduce ETHUSDT on main by 5 ETH (17,250 USD)"
+    )
+    assert describe_action(cut, alert_account="main") == "reduce ETHUSDT by 5 ETH (17,250 USD)"
+    lower = SuggestedAction(
+        kind=ActionKind.LOWER_LEVERAGE, account="bob", symbol="BTCUSDT", leverage=D(80)
+    )
+    assert describe_action(lower, alert_account="portfolio") == (
+        "lower BTCUSDT leverage on bob to 80× or less"
+    )
+    margin = SuggestedAction(kind=ActionKind.ADD_MARGIN, account="bob", amount_usd=D(100))
+    assert describe_action(margin, alert_account="portfolio") == (
+        "add at least 100 USDT margin to bob"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "rule", "expected"),
+    [
+        ("cap_utilization", D("0.96153846153846153846"), "", "96.2%"),
+        ("account_mm_rate", D("0.517027"), "", "51.7%"),
+        ("liq_distance_pct", D("4.7619047619"), "", "4.8%"),
+        ("mark_price", D("67500.123456"), "", "67,500.12"),
+        ("size", D("5.71428571428571428571428571"), "", "5.71"),
+        ("max_leverage_allowing", D("80.0000"), "", "80×"),
+        ("positions", D(4), "", "4"),
+        ("net", D("49586.4123"), "", "49,586 USD"),
+        ("leverage_cap", D(2600000), "", "2,600,000 USD"),
+        ("value", D("0.5"), "account_mm_rate", "50%"),
+        ("value", D("4.76"), "liquidation_distance", "4.8%"),
+        ("threshold", D(10000), "net_exposure_usd", "10,000 USD"),
+    ],
+)
+def test_alert_numbers_read_by_their_kind(
+    key: str, value: Decimal, rule: str, expected: str
+) -> None:
+    assert figure(key, value, rule) == expected

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ai_analyst.numbers import invented_numbers, supplied_numbers
 from ai_analyst.summary import TEXT_LIMIT, suggested_action
 from riskwatch_common.contracts import HedgeOption, RiskAlertChanged, Severity
+from riskwatch_common.render import rule_name
 from riskwatch_common.text import format_number, plain_text, sanitize
 
 MAX_IDEAS = 3
@@ -95,6 +96,7 @@ def alert_facts(alert: RiskAlertChanged) -> dict[str, Any]:
     """One alert as the LLM sees it: computed numbers as exact strings, plus our action."""
     return {
         "rule": alert.rule,
+        "rule_name": rule_name(alert.rule),
         "subject": alert.subject,
         "transition": alert.transition.value,
         "severity": alert.severity.value,

@@ -16,11 +16,14 @@ from ai_analyst.gateway import LlmGateway, build_client
 from ai_analyst.pricing import ModelPrice, SpendLedger
 from ai_analyst.testing import API_KEY, NOW, FakeClock, FakeGateway, Sleeps
 from riskwatch_common.contracts import (
+    ActionKind,
     AlertTransition,
     HedgeOption,
     RiskAlertChanged,
     RiskLevel,
     Severity,
+    Side,
+    SuggestedAction,
     new_event_id,
 )
 
@@ -35,6 +38,12 @@ async def holysheep() -> AsyncIterator[FakeGateway]:
         await fake.stop()
 
 
+# An action as the risk engine attaches it: 12,500 USD of net exposure, 10,000 allowed.
+DEFAULT_ACTION = SuggestedAction(
+    kind=ActionKind.REDUCE_EXPOSURE, account="main", side=Side.SELL, amount_usd=Decimal(2500)
+)
+
+
 def make_alert(
     *,
     severity: Severity = Severity.WARNING,
@@ -47,6 +56,7 @@ def make_alert(
     account: str = "main",
     event_id: str | None = None,
     hedge_options: tuple[HedgeOption, ...] = (),
+    action: SuggestedAction | None = DEFAULT_ACTION,
 ) -> RiskAlertChanged:
     return RiskAlertChanged(
         event_id=event_id or new_event_id(),
@@ -66,6 +76,7 @@ def make_alert(
         if numbers is not None
         else {"value": Decimal("12500"), "threshold": Decimal("10000")},
         hedge_options=hedge_options,
+        action=action,
     )
 
 

@@ -99,7 +99,7 @@ async def test_without_a_key_the_summary_is_deterministic_and_says_so(
     assert analysis.note == NOTE_NO_KEY
     assert "AI_ANALYST_API_KEY" in analysis.note
     assert analysis.model is None
-    assert "net&lt;exposure" in analysis.text_html
+    assert "Net&lt;exposure" in analysis.text_html
     assert "Action:" in analysis.text_html
     assert len(analysis.text_html) <= 300
     assert holysheep.requests == []

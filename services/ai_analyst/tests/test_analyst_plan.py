@@ -87,7 +87,7 @@ async def test_prompt_carries_portfolio_and_account_exposure_with_tiers_and_mm_r
         "liquidation_distance_pct": "4.12",
     }
     [alert] = facts["alerts"]
-    assert alert["suggested_action"] == "reduce BTCUSDT exposure by 2,500 USD or hedge it"
+    assert alert["suggested_action"] == "reduce net exposure on main by at least 2,500 USD"
     assert "hedge_options" not in facts  # routine: commentary only
 
 

@@ -51,7 +51,8 @@ def test_prompt_carries_the_computed_numbers_and_our_action(make_alert: Any) -> 
     facts = orjson.loads(user[user.index("{") : user.rindex("}") + 1])
     [shown] = facts["alerts"]
     assert shown["numbers"] == {"value": "12,500.5", "threshold": "10,000"}
-    assert shown["suggested_action"] == "reduce BTCUSDT exposure by 2,500.5 USD or hedge it"
+    assert shown["suggested_action"] == "reduce net exposure on main by at least 2,500 USD"
+    assert shown["rule_name"] == "Net exposure"
     assert shown["severity"] == "WARNING"
     assert facts["account"] == "main"
 

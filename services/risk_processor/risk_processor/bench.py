@@ -286,6 +286,8 @@ async def _worker_process(
         **kafka.as_env(),
         "RISK_PROCESSOR_HTTP_PORT": str(port),
         "RISK_PROCESSOR_DATA_DIR": str(data_dir),
+        # the measured alert is net_exposure_usd, whose USD limit is opt-in
+        "RISK_PROCESSOR_NET_EXPOSURE_LIMIT_USD": "10000",
         "LOG_LEVEL": "WARNING",
     }
     child = await asyncio.create_subprocess_exec(

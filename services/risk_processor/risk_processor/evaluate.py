@@ -6,7 +6,7 @@ publish what they return; everything here is testable without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -33,7 +33,13 @@ from risk_processor.state import (
     TierEntry,
     WalletEntry,
 )
-from riskwatch_common.contracts import HedgeOption, RiskAlertChanged
+from riskwatch_common.contracts import (
+    ActionKind,
+    HedgeOption,
+    RiskAlertChanged,
+    Side,
+    SuggestedAction,
+)
 
 PORTFOLIO = engine.PORTFOLIO
 
@@ -196,12 +202,41 @@ def _tier_moves(
 
 
 _HEDGED = frozenset({engine.Severity.HIGH, engine.Severity.CRITICAL})
+_RESOLVED = engine.Transition.RESOLVED
 _OPENING = frozenset({"raised", "escalated"})
 
 
 def needs_hedge_options(t: engine.AlertTransition) -> bool:
     """Options are computed only where a plan is written: raised/escalated HIGH and CRITICAL."""
     return t.severity in _HEDGED and t.kind.value in _OPENING
+
+
+def wire_action(a: engine.Action) -> SuggestedAction:
+    """The contract form of an engine-computed action."""
+    return SuggestedAction(
+        kind=ActionKind(a.kind),
+        account=a.account,
+        symbol=a.symbol,
+        side=Side(a.side.value) if a.side is not None else None,
+        qty=a.qty,
+        amount_usd=a.amount_usd,
+        leverage=a.leverage,
+        order_id=a.order_id,
+        deadline=a.deadline,
+        alternatives=tuple(wire_action(alt) for alt in a.alternatives),
+    )
+
+
+def _action_amounts(a: engine.Action | None) -> tuple[Decimal | None, Decimal | None]:
+    """(position value to cut, margin to add) of an action or its alternatives."""
+    reduce_usd: Decimal | None = None
+    margin_usd: Decimal | None = None
+    for way in (a, *a.alternatives) if a is not None else ():
+        if way.kind == engine.ActionKind.REDUCE_POSITION and reduce_usd is None:
+            reduce_usd = way.amount_usd
+        elif way.kind == engine.ActionKind.ADD_MARGIN and margin_usd is None:
+            margin_usd = way.amount_usd
+    return reduce_usd, margin_usd
 
 
 def _publish(
@@ -212,25 +247,31 @@ def _publish(
     now: datetime,
     cause: Cause,
     source: str,
-    options: Callable[[engine.AlertTransition], tuple[HedgeOption, ...]] | None = None,
+    options: Callable[[engine.AlertTransition, engine.Action | None], tuple[HedgeOption, ...]]
+    | None = None,
+    action: Callable[[engine.AlertTransition], engine.Action | None] | None = None,
 ) -> tuple[dict[str, int], tuple[RiskAlertChanged, ...]]:
+    """The transitions as events; every one but a resolve carries the computed action
+    (computed here, per published transition, never per evaluation)."""
     seqs = dict(risk.seqs)
     out: list[RiskAlertChanged] = []
     for t in transitions:
         n = seqs.get(t.alert_id, 0) + 1
         seqs[t.alert_id] = n
-        hedges = options(t) if options is not None and needs_hedge_options(t) else ()
-        out.append(
-            alert_event(
-                t,
-                n=n,
-                risk_level=risk_level,
-                now=now,
-                cause=cause,
-                source=source,
-                hedge_options=hedges,
-            )
+        computed = action(t) if action is not None and t.kind is not _RESOLVED else None
+        hedges = options(t, computed) if options is not None and needs_hedge_options(t) else ()
+        event = alert_event(
+            t,
+            n=n,
+            risk_level=risk_level,
+            now=now,
+            cause=cause,
+            source=source,
+            hedge_options=hedges,
         )
+        if computed is not None:
+            event = event.model_copy(update={"action": wire_action(computed)})
+        out.append(event)
     return seqs, tuple(out)
 
 
@@ -269,7 +310,12 @@ def evaluate_account(
     orders = [e.order for e in state.orders.open.values()]
     wallet = state.wallet.wallet if state.wallet is not None else None
 
-    def options(t: engine.AlertTransition) -> tuple[HedgeOption, ...]:
+    def options(
+        t: engine.AlertTransition, computed: engine.Action | None
+    ) -> tuple[HedgeOption, ...]:
+        # The plan's options trade and transfer what the computed action says, so the
+        # figures the analyst ranks match the action on the alert.
+        reduce_usd, margin_usd = _action_amounts(computed)
         found = hedge_options(
             exposure,
             orders,
@@ -277,15 +323,19 @@ def evaluate_account(
             tables,
             marks,
             subject=t.subject,
-            amount_usd=t.numbers.get("reduce_by_usd"),
-            margin_usd=t.numbers.get("add_margin_usd"),
+            amount_usd=reduce_usd,
+            margin_usd=margin_usd,
         )
         return tuple(wire_hedge_option(f) for f in found)
 
+    thresholds = config.thresholds(account)
+    deadlines = {symbol: p.deadline for symbol, p in pending.items()}
+
+    def action(t: engine.AlertTransition) -> engine.Action | None:
+        return engine.account_action(t, exposure, thresholds, orders, deadlines)
+
     candidates = engine.evaluate_account(
-        exposure,
-        config.thresholds(account),
-        engine.active_keys(risk.alerts.values(), account),
+        exposure, thresholds, engine.active_keys(risk.alerts.values(), account)
     )
     held, moves = _tier_moves(account, risk.tiers_held, exposure)
     candidates.extend(moves)
@@ -301,6 +351,7 @@ def evaluate_account(
         cause=cause,
         source=source,
         options=options,
+        action=action,
     )
     mismatches = sum(
         1
@@ -318,6 +369,30 @@ def evaluate_account(
     )
 
 
+def portfolio_readiness(
+    accounts: Mapping[str, AccountSummary],
+    config: RiskConfig,
+    now: datetime,
+    started: datetime | None,
+    resynced: Set[str] | None = None,
+    known: Set[str] = frozenset(),
+) -> engine.Readiness:
+    """Whether the portfolio rules may run (``engine.portfolio_readiness``).
+
+    Expected are the configured accounts plus ``known``, the accounts the shell has seen
+    report a link status (``AccountStatusChanged``), so an unconfigured deployment still
+    waits for every account that connected. Loaded means completed its first resync when
+    the shell passes ``resynced`` (status ``resynced`` seen), else evaluated at least
+    once. The warm-up runs from ``started``, the portfolio's first evaluation (kept in its
+    risk book, so a restart does not start it again).
+    """
+    expected = config.portfolio_accounts | known
+    if not expected:
+        return engine.READY
+    loaded = resynced if resynced is not None else accounts.keys()
+    return engine.portfolio_readiness(expected, loaded, started, now, config.warmup_timeout)
+
+
 def evaluate_portfolio(
     accounts: Mapping[str, AccountSummary],
     risk: RiskBook,
@@ -326,17 +401,50 @@ def evaluate_portfolio(
     now: datetime,
     cause: Cause,
     source: str,
+    resynced: Set[str] | None = None,
+    known: Set[str] = frozenset(),
 ) -> PortfolioEvaluation:
-    """The portfolio across every account's latest exposure, with portfolio-level rules."""
+    """The portfolio across every account's latest exposure, with portfolio-level rules.
+
+    The rules wait for the warm-up (``portfolio_readiness``): before it ends the exposure
+    is computed and no alert changes; after a timeout, alerts name the missing accounts.
+    """
     exposure = engine.portfolio_exposure([accounts[name].exposure for name in sorted(accounts)])
+    if risk.warmup_started is None:
+        risk = replace(risk, warmup_started=now)
+    ready = portfolio_readiness(accounts, config, now, risk.warmup_started, resynced, known)
+    if not ready.ready:
+        return PortfolioEvaluation(exposure=exposure, risk=risk, alerts=())
     candidates = engine.evaluate_portfolio(
         exposure, config.portfolio, engine.active_keys(risk.alerts.values(), PORTFOLIO)
     )
+    if ready.missing:
+        note = ready.note()
+        missing = Decimal(len(ready.missing))
+        candidates = [
+            replace(
+                c,
+                reason_template=c.reason + note,
+                reason_args=(),
+                numbers={**c.numbers, "accounts_missing": missing},
+            )
+            for c in candidates
+        ]
     states, transitions = engine.reconcile(
         PORTFOLIO, risk.alerts, candidates, now, config.alert_policy
     )
+
+    def action(t: engine.AlertTransition) -> engine.Action | None:
+        return engine.portfolio_action(t, exposure, config.portfolio)
+
     seqs, alerts = _publish(
-        risk, transitions, risk_level=exposure.risk_level, now=now, cause=cause, source=source
+        risk,
+        transitions,
+        risk_level=exposure.risk_level,
+        now=now,
+        cause=cause,
+        source=source,
+        action=action,
     )
     return PortfolioEvaluation(
         exposure=exposure, risk=replace(risk, alerts=states, seqs=seqs), alerts=alerts

@@ -286,6 +286,8 @@ class RiskBook:
     alerts topic, by event id: it is written in the same changelog record as the state
     change that caused them (a transactional outbox), so a crash between the two cannot
     lose an alert; entries leave once the broker acknowledged them.
+    ``warmup_started`` (portfolio only): when the portfolio was first evaluated, the start
+    of its warm-up (``evaluate.portfolio_readiness``).
     """
 
     alerts: Mapping[str, AlertState] = field(default_factory=dict)
@@ -294,6 +296,7 @@ class RiskBook:
     tiers_held: Mapping[str, Tier] = field(default_factory=dict)
     pending: Mapping[str, PendingChange] = field(default_factory=dict)
     outbox: Mapping[str, bytes] = field(default_factory=dict)
+    warmup_started: datetime | None = None
 
 
 EMPTY_RISK = RiskBook()
@@ -315,6 +318,7 @@ def risk_to_json(b: RiskBook) -> Any:
             for k, p in b.pending.items()
         },
         "outbox": {k: v.decode() for k, v in b.outbox.items()},
+        **({"warmup": b.warmup_started.isoformat()} if b.warmup_started is not None else {}),
     }
 
 
@@ -334,6 +338,7 @@ def risk_from_json(d: Mapping[str, Any]) -> RiskBook:
             for k, p in d.get("pending", {}).items()
         },
         outbox={k: v.encode() for k, v in d.get("outbox", {}).items()},
+        warmup_started=datetime.fromisoformat(d["warmup"]) if "warmup" in d else None,
     )
 
 

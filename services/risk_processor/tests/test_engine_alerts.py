@@ -262,3 +262,50 @@ def test_reconcile_with_one_changed_alert_among_confirmed_ones() -> None:
     key = alert_id("main", Rule.LIQUIDATION_DISTANCE, "BTCUSDT")
     assert after[key].severity is Severity.HIGH
     assert all(after[k] is states[k] for k in states if k != key)
+
+
+# --------------------------------------------------------------------------- current numbers
+
+
+def test_open_alert_whose_value_moved_publishes_updated_at_most_once_per_interval() -> None:
+    policy = AlertPolicy(update_change=D("0.10"), update_interval=timedelta(seconds=60))
+    state, raised = step(None, candidate(Severity.HIGH, "4.76"), T0, policy)
+    assert raised is not None
+    # 3.63 % is a 24 % move, but within a minute of the raise: nothing yet.
+    state, t = step(state, candidate(Severity.HIGH, "3.63"), at(30), policy)
+    assert t is None
+    assert state is not None
+    # A minute on: UPDATED, with the current figures and a deterministic id.
+    held = state
+    state, t = step(held, candidate(Severity.HIGH, "3.63"), at(61), policy)
+    assert t is not None
+    assert (t.kind, t.severity, t.value, t.numbers) == (
+        Transition.UPDATED,
+        Severity.HIGH,
+        D("3.63"),
+        {"liq_distance_pct": D("3.63")},
+    )
+    _, replayed = step(held, candidate(Severity.HIGH, "3.63"), at(61), policy)
+    assert replayed is not None
+    assert replayed.transition_id == t.transition_id
+    assert state is not None
+    # A small move (3.63 → 3.5, 3.6 %) later on is not material.
+    same, t = step(state, candidate(Severity.HIGH, "3.5"), at(200), policy)
+    assert t is None
+    assert same is state
+
+
+def test_reconcile_fast_path_also_publishes_moved_numbers() -> None:
+    policy = AlertPolicy(update_interval=timedelta(seconds=60))
+    states, _ = reconcile("main", {}, [candidate(Severity.HIGH, "4.76")], T0, policy)
+    quiet, none = reconcile("main", states, [candidate(Severity.HIGH, "4.70")], at(120), policy)
+    assert none == []
+    assert quiet == states
+    moved, [t] = reconcile("main", states, [candidate(Severity.HIGH, "3.63")], at(120), policy)
+    assert (t.kind, t.value) == (Transition.UPDATED, D("3.63"))
+    assert next(iter(moved.values())).value == D("3.63")
+
+
+def test_policy_names_every_bad_value() -> None:
+    with pytest.raises(ValueError, match=r"clear_after=0.*update_change=0"):
+        AlertPolicy(clear_after=0, update_change=D(0))

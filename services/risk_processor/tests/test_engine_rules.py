@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -278,13 +279,19 @@ def test_liquidation_distance_subject_names_the_hedge_side() -> None:
 # --------------------------------------------------------------------------- tiers and caps
 
 
-def test_tier_cap_proximity_within_10_pct_of_tier_limit_fires() -> None:
-    [c] = fired(expo([pos("BTCUSDT", BUY, "18", "50000")]), Rule.TIER_CAP_PROXIMITY)
-    assert (c.value, c.threshold, c.subject) == (D("0.9"), D("0.90"), "BTCUSDT")
+def test_tier_cap_proximity_within_20_pct_of_tier_limit_warns() -> None:
+    [c] = fired(expo([pos("BTCUSDT", BUY, "16", "50000")]), Rule.TIER_CAP_PROXIMITY)
+    assert (c.severity, c.value, c.threshold) == (Severity.WARNING, D("0.8"), D("0.80"))
+    assert c.subject == "BTCUSDT"
 
 
-def test_tier_cap_proximity_just_outside_10_pct_is_quiet() -> None:
-    assert fired(expo([pos("BTCUSDT", BUY, "17.99", "50000")]), Rule.TIER_CAP_PROXIMITY) == []
+def test_tier_cap_proximity_just_outside_20_pct_is_quiet() -> None:
+    assert fired(expo([pos("BTCUSDT", BUY, "15.99", "50000")]), Rule.TIER_CAP_PROXIMITY) == []
+
+
+def test_tier_cap_proximity_within_5_pct_is_high() -> None:
+    [c] = fired(expo([pos("BTCUSDT", BUY, "19", "50000")]), Rule.TIER_CAP_PROXIMITY)
+    assert (c.severity, c.value, c.threshold) == (Severity.HIGH, D("0.95"), D("0.95"))
 
 
 def test_tier_cap_proximity_uses_leverage_cap_when_lower() -> None:
@@ -293,7 +300,31 @@ def test_tier_cap_proximity_uses_leverage_cap_when_lower() -> None:
     orders = [Order("o1", "BTCUSDT", BUY, D(50000), D(28))]
     [c] = fired(expo(rows, orders=orders), Rule.TIER_CAP_PROXIMITY)
     assert c.numbers["cap_utilization"] == D(2_400_000) / D(2_600_000)
-    assert "92.3% of the 2,600,000 cap of leverage 90x" in c.reason
+    assert "are 92.3% of the 2,600,000 USD cap of 90x leverage" in c.reason
+
+
+def test_bob_at_2m_of_the_90x_cap_is_warned_before_the_next_1m_order_is_rejected() -> None:
+    # docs/product.md: 1 M long plus a 1 M order at 90x (cap 2.6 M). Only 77 % of the cap,
+    # but the next order of the usual size (1 M) would be rejected: warn now, naming the
+    # cap and the leverage that allows it (80x allows 3.2 M).
+    rows = [pos("BTCUSDT", BUY, "20", "50000", "90")]
+    orders = [Order("o1", "BTCUSDT", BUY, D(50000), D(20))]
+    [c] = fired(expo(rows, orders=orders), Rule.TIER_CAP_PROXIMITY)
+    assert c.severity is Severity.WARNING
+    assert c.numbers["next_order_value"] == D(1_000_000)
+    assert c.numbers["lifting_leverage"] == D(80)
+    assert c.reason == (
+        "BTCUSDT positions plus orders 2,000,000 USD are 76.9% of the 2,600,000 USD cap of"
+        " 90x leverage (orders above it are rejected); the next 1,000,000 USD order would be"
+        " rejected; 80x or less lifts the cap"
+    )
+    assert fired(expo(rows, orders=orders), Rule.ORDER_BLOCKED) == []
+
+
+def test_a_smaller_usual_order_that_still_fits_gives_no_early_warning() -> None:
+    rows = [pos("BTCUSDT", BUY, "30", "50000", "90")]  # 1.5 M
+    orders = [Order("o1", "BTCUSDT", BUY, D(50000), D(4))]  # 0.2 M: 1.9 M, next 2.1 M fits
+    assert fired(expo(rows, orders=orders), Rule.TIER_CAP_PROXIMITY) == []
 
 
 def test_orders_above_leverage_cap_are_flagged_blocked_with_highest_allowed_leverage() -> None:
@@ -386,19 +417,18 @@ def test_portfolio_rules_fire_on_aggregated_exposure_with_portfolio_subject() ->
 # --------------------------------------------------------------------------- thresholds
 
 
-def test_defaults_are_the_briefs() -> None:
+def test_defaults_are_the_briefs_with_the_absolute_net_limit_opt_in() -> None:
     t = DEFAULT_THRESHOLDS
-    assert (t.net_exposure_usd, t.unrealized_loss_usd) == (D(10000), D(-1000))
+    # One USD net limit for every account alerts for ever on real accounts (issue 11):
+    # net exposure is judged against equity unless a USD limit is set.
+    assert (t.net_exposure_usd, t.unrealized_loss_usd) == (None, D(-1000))
     assert (t.buy_share_low, t.buy_share_high, t.same_side_share) == (
         D("0.30"),
         D("0.70"),
         D("0.60"),
     )
-    assert (t.net_share_warning, t.net_share_high, t.tier_cap_proximity) == (
-        D("0.20"),
-        D("0.50"),
-        D("0.10"),
-    )
+    assert (t.net_share_warning, t.net_share_high) == (D("0.20"), D("0.50"))
+    assert (t.tier_cap_proximity, t.tier_cap_proximity_high) == (D("0.20"), D("0.05"))
     assert (t.liq_distance_warning_pct, t.liq_distance_high_pct) == (D(10), D(5))
     assert (t.mm_rate_warning, t.mm_rate_high) == (D("0.50"), D("0.80"))
 
@@ -422,6 +452,35 @@ def test_resolver_rejects_unknown_names_and_inconsistent_values() -> None:
         resolve_thresholds(DEFAULT_THRESHOLDS, {"liq_distance_high_pct": 20})
     with pytest.raises(ValueError, match="not a number"):
         resolve_thresholds(DEFAULT_THRESHOLDS, {"net_exposure_usd": "lots"})
+
+
+def test_no_net_usd_alert_without_a_limit_and_null_turns_an_inherited_limit_off() -> None:
+    e = expo([pos("BTCUSDT", BUY, "10", "50000")])  # net 500,000 USD
+    assert fired(e, Rule.NET_EXPOSURE_USD, replace(QUIET, net_exposure_usd=None)) == []
+    on = resolve_thresholds(QUIET, {"net_exposure_usd": 10000})
+    assert [c.value for c in fired(e, Rule.NET_EXPOSURE_USD, on)] == [D(500_000)]
+    assert resolve_thresholds(on, {"net_exposure_usd": None}).net_exposure_usd is None
+
+
+def test_out_of_range_thresholds_are_all_named_not_only_the_first() -> None:
+    bad = {
+        "net_exposure_usd": -5,
+        "unrealized_loss_usd": 1000,
+        "buy_share_high": "1.5",
+        "mm_rate_high": 2,
+        "liq_distance_warning_pct": 0,
+    }
+    with pytest.raises(ValueError, match="net_exposure_usd=-5 must be positive") as err:
+        resolve_thresholds(DEFAULT_THRESHOLDS, bad)
+    for problem in (
+        "unrealized_loss_usd=1000 must be negative",
+        "buy_share_high=1.5 must be a fraction",
+        "mm_rate_high=2 must be at most 1",
+        "liq_distance_warning_pct=0 must be positive",
+    ):
+        assert problem in str(err.value)
+    with pytest.raises(ValueError, match=r"unknown threshold 'bogus'.*not a number"):
+        resolve_thresholds(DEFAULT_THRESHOLDS, {"bogus": 1, "mm_rate_high": "lots"})
 
 
 def test_fast_candidate_builder_matches_the_dataclass_constructor() -> None:

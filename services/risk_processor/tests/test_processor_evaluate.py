@@ -15,13 +15,16 @@ from risk_processor.engine import DEFAULT_THRESHOLDS
 from risk_processor.evaluate import AccountState, evaluate_account, evaluate_portfolio
 from risk_processor.outputs import Cause, account_snapshot, exposure_key, portfolio_snapshot
 from risk_processor.testing import BRIEF_BTC_TIERS, T0, order, position, tier_table, wallet
-from riskwatch_common.contracts import ExposureSnapshotted, Side
+from riskwatch_common.contracts import ActionKind, ExposureSnapshotted, Side
+from riskwatch_common.render import deadline, describe_action
 from riskwatch_common.settings import ConfigError
 from riskwatch_common.topics import EXPOSURES
 
 D = Decimal
 CAUSE = Cause("corr-1", T0, T0)
 MARKS = {"BTCUSDT": D(70000), "ETHUSDT": D(3520), "SOLUSDT": D("176.5"), "BNBUSDT": D(584)}
+# The brief's 10,000 USD net limit, which is opt-in (off by default).
+NET_10K = parse_config({"thresholds": {"net_exposure_usd": 10000}})
 
 
 def account(name: str, *events: object) -> AccountState:
@@ -89,7 +92,7 @@ def test_sample_portfolio_numbers_and_portfolio_alerts() -> None:
         for name, acc in SAMPLE.items()
     }
     result = evaluate_portfolio(
-        summaries, state.EMPTY_RISK, config=parse_config({}), now=T0, cause=CAUSE, source="rp"
+        summaries, state.EMPTY_RISK, config=NET_10K, now=T0, cause=CAUSE, source="rp"
     )
     p = result.exposure
     assert (p.total_long, p.total_short, p.net, p.gross) == (D(64280), D(17650), D(46630), D(81930))
@@ -105,10 +108,68 @@ def test_sample_portfolio_numbers_and_portfolio_alerts() -> None:
     assert snap.positions == ()
 
 
+def test_portfolio_rules_wait_for_every_expected_account_or_say_who_is_missing() -> None:
+    config = parse_config(
+        {
+            "thresholds": {"net_exposure_usd": 10000},
+            "portfolio_warmup": {"accounts": list(SAMPLE), "timeout_s": 60},
+        }
+    )
+    two = {
+        name: state.AccountSummary(evaluate(SAMPLE[name]).exposure, 0, "c", 0)
+        for name in ("main", "sub_trading")
+    }
+
+    def run(summaries, risk, now, **kw):  # type: ignore[no-untyped-def]
+        return evaluate_portfolio(
+            summaries, risk, config=config, now=now, cause=CAUSE, source="rp", **kw
+        )
+
+    # Two of three accounts: a net of 34,950 would be a wrong total. No alert, but the
+    # exposure is computed and the warm-up clock starts.
+    early = run(two, state.EMPTY_RISK, T0)
+    assert early.alerts == ()
+    assert early.exposure.net == D(52600) - D(17650)
+    assert early.risk.warmup_started == T0
+    assert run(two, early.risk, T0 + timedelta(seconds=59)).alerts == ()
+    # The shell's view of resyncs wins over "evaluated once": all three evaluated but one
+    # not resynced yet still waits.
+    three = {
+        **two,
+        "sub_hedge": state.AccountSummary(evaluate(SAMPLE["sub_hedge"]).exposure, 0, "c", 0),
+    }
+    assert run(three, early.risk, T0, resynced={"main", "sub_trading"}).alerts == ()
+    # After the timeout the rules run on what is there and say who is missing.
+    late = run(two, early.risk, T0 + timedelta(seconds=60))
+    [net] = [a for a in late.alerts if a.rule == "net_exposure_usd"]
+    assert net.reason.endswith("(warm-up timed out: 1 account(s) not loaded yet: sub_hedge)")
+    assert net.numbers["accounts_missing"] == 1
+    # Everyone loaded: the true total, no note.
+    full = run(three, early.risk, T0 + timedelta(seconds=1))
+    [net] = [a for a in full.alerts if a.rule == "net_exposure_usd"]
+    assert net.numbers["net"] == D(46630)
+    assert "warm-up" not in net.reason
+    # Without configured accounts, the accounts that reported a link status are expected.
+    bare = parse_config({"thresholds": {"net_exposure_usd": 10000}})
+    waiting = evaluate_portfolio(
+        three,
+        state.EMPTY_RISK,
+        config=bare,
+        now=T0,
+        cause=CAUSE,
+        source="rp",
+        resynced={"main"},
+        known={"main", "sub_trading", "sub_hedge"},
+    )
+    assert waiting.alerts == ()
+    # The warm-up start survives the changelog (a restart does not restart it).
+    assert state.risk_from_json(state.risk_to_json(early.risk)).warmup_started == T0
+
+
 def test_alert_event_ids_are_the_same_on_replay_and_new_after_a_resolve() -> None:
     acc = SAMPLE["sub_hedge"]
-    first = evaluate(acc)
-    replay = evaluate(acc, now=T0 + timedelta(seconds=5))  # same state, later clock
+    first = evaluate(acc, NET_10K)
+    replay = evaluate(acc, NET_10K, now=T0 + timedelta(seconds=5))  # same state, later clock
     assert [a.event_id for a in first.alerts] == [a.event_id for a in replay.alerts]
     assert first.risk.seqs == {a.alert_id: 1 for a in first.alerts}
 
@@ -118,14 +179,14 @@ def test_alert_event_ids_are_the_same_on_replay_and_new_after_a_resolve() -> Non
     held = AccountState("sub_hedge", flat.positions, risk=first.risk)
     resolved = None
     for i in range(5):
-        step = evaluate(held, now=T0 + timedelta(seconds=i + 1))
+        step = evaluate(held, NET_10K, now=T0 + timedelta(seconds=i + 1))
         held = AccountState("sub_hedge", flat.positions, risk=step.risk)
         if step.alerts:
             resolved = step
             break
     assert resolved is not None
     assert {a.transition.value for a in resolved.alerts} == {"resolved"}
-    reraised = evaluate(AccountState("sub_hedge", acc.positions, risk=held.risk))
+    reraised = evaluate(AccountState("sub_hedge", acc.positions, risk=held.risk), NET_10K)
     net = next(a for a in reraised.alerts if a.rule == "net_exposure_usd")
     assert net.transition.value == "raised"
     assert net.event_id not in {a.event_id for a in first.alerts}
@@ -162,7 +223,7 @@ def test_thresholds_per_account_group_and_env_override(tmp_path: Path) -> None:
 
 def test_defaults_are_the_briefs_without_a_file() -> None:
     assert load_config(None).base == DEFAULT_THRESHOLDS
-    assert DEFAULT_THRESHOLDS.net_exposure_usd == D(10000)
+    assert DEFAULT_THRESHOLDS.net_exposure_usd is None  # opt-in: relative to equity by default
 
 
 @pytest.mark.parametrize(
@@ -178,6 +239,34 @@ def test_defaults_are_the_briefs_without_a_file() -> None:
 def test_bad_thresholds_stop_startup_naming_the_problem(doc: object, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         parse_config(doc)
+
+
+def test_every_problem_of_a_thresholds_file_is_named_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(
+        "thresholds: {net_exposure_usd: -5}\n"
+        "portfolio: {mm_rate_high: 2}\n"
+        "groups: {core: {unrealized_loss_usd: 500}}\n"
+        "accounts:\n"
+        "  main: {margin_mode: weird, thresholds: {buy_share_high: 1.5}}\n"
+        "alert_policy: {clear_after: 0}\n"
+        "portfolio_warmup: {timeout_s: -1}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(f"thresholds file {path}: ")
+    for problem in (
+        "thresholds: net_exposure_usd=-5 must be positive",
+        "portfolio: mm_rate_high=2 must be at most 1",
+        "groups.core: unrealized_loss_usd=500 must be negative",
+        "accounts.main.margin_mode: 'weird' is not one of",
+        "accounts.main.thresholds: buy_share_high=1.5 must be a fraction",
+        "alert_policy: clear_after=0 must be at least 1",
+        "portfolio_warmup.timeout_s: -1 must be positive",
+    ):
+        assert problem in text
 
 
 def test_yaml_thresholds_file(tmp_path: Path) -> None:
@@ -227,6 +316,15 @@ def test_grace_period_keeps_the_old_table_until_the_risk_is_reduced() -> None:
     assert during.platform_changes == 1
     [change] = [a for a in during.alerts if a.rule == "platform_risk_change"]
     assert change.severity.value == "HIGH"
+    # The alert carries the computed way out: add margin or cut, before the grace ends.
+    assert change.action is not None
+    assert change.action.kind is ActionKind.ADD_MARGIN
+    assert change.action.deadline == during.risk.pending["BTCUSDT"].deadline
+    [cut] = change.action.alternatives
+    assert (cut.kind, cut.symbol, cut.side) == (ActionKind.REDUCE_POSITION, "BTCUSDT", Side.SELL)
+    assert describe_action(change.action).endswith(
+        f"before {deadline(during.risk.pending['BTCUSDT'].deadline)}"
+    )
     assert "BTCUSDT" in during.risk.pending
     # Old table still applies in the grace period: tier 2 of the table in docs/product.md.
     [pe] = during.exposure.positions
@@ -252,6 +350,93 @@ def test_grace_period_keeps_the_old_table_until_the_risk_is_reduced() -> None:
     [pe] = lifted.exposure.positions
     assert pe.tier is not None
     assert pe.tier.mmr == D("0.02")
+
+
+def test_bob_blocked_at_90x_alert_event_carries_lower_to_80x_with_its_alternatives() -> None:
+    table = state.apply_tiers(None, tier_table("BTCUSDT", BRIEF_BTC_TIERS))
+    assert table is not None
+    bob = account(
+        "bob",
+        position("bob", "BTCUSDT", Side.BUY, 20, 50000, 90),
+        order("bob", "BTCUSDT", "o1", Side.BUY, 20, 50000),
+        order("bob", "BTCUSDT", "o2", Side.BUY, 20, 50000),
+    )
+    result = evaluate_account(
+        bob,
+        marks={"BTCUSDT": D(50000)},
+        tiers={"BTCUSDT": table},
+        config=parse_config({}),
+        now=T0,
+        cause=CAUSE,
+        source="x",
+    )
+    [blocked] = [a for a in result.alerts if a.rule == "order_blocked_by_leverage"]
+    assert blocked.action is not None
+    assert describe_action(blocked.action) == (
+        "lower BTCUSDT leverage to 80× or less or shrink the BTCUSDT buy order to 12 BTC"
+        " or cut BTCUSDT by 8 BTC (400,000 USD)"
+    )
+    # a resolve carries no action; every raised alert of the account carries one
+    assert all(a.action is not None for a in result.alerts)
+
+
+def test_cap_proximity_opened_early_escalates_at_96_pct_of_the_90x_cap() -> None:
+    table = state.apply_tiers(None, tier_table("BTCUSDT", BRIEF_BTC_TIERS))
+    assert table is not None
+
+    def bob(ordered: int, risk: state.RiskBook = state.EMPTY_RISK):  # type: ignore[no-untyped-def]
+        acc = account(
+            "bob",
+            position("bob", "BTCUSDT", Side.BUY, 20, 50000, 90),
+            order("bob", "BTCUSDT", "o1", Side.BUY, ordered, 50000),
+        )
+        return evaluate_account(
+            AccountState("bob", acc.positions, acc.orders, None, risk),
+            marks={"BTCUSDT": D(50000)},
+            tiers={"BTCUSDT": table},
+            config=parse_config({}),
+            now=T0,
+            cause=CAUSE,
+            source="x",
+        )
+
+    # 1 M held + 1 M ordered: 77 % of 2.6 M, but the next 1 M order would be rejected.
+    first = bob(20)
+    [warn] = [a for a in first.alerts if a.rule == "tier_cap_proximity"]
+    assert (warn.transition.value, warn.severity.value) == ("raised", "WARNING")
+    assert warn.action is not None
+    assert describe_action(warn.action) == "lower BTCUSDT leverage to 80× or less"
+    # 2.5 M: 96 % of the cap. The open alert escalates instead of staying silent.
+    second = bob(30, first.risk)
+    [high] = [a for a in second.alerts if a.rule == "tier_cap_proximity"]
+    assert (high.transition.value, high.severity.value) == ("escalated", "HIGH")
+    assert high.alert_id == warn.alert_id
+    assert high.numbers["cap_utilization"] == D(2_500_000) / D(2_600_000)
+
+
+def test_high_alert_plan_options_trade_and_transfer_what_the_action_says() -> None:
+    # 1 BTC long at mark 50,000, liquidation at 48,000: 4 % away, HIGH.
+    near = account("near", position("near", "BTCUSDT", Side.BUY, 1, 50000, 10, liq=48000))
+    result = evaluate_account(
+        near,
+        marks={"BTCUSDT": D(50000)},
+        tiers={},
+        config=parse_config({}),
+        now=T0,
+        cause=CAUSE,
+        source="x",
+    )
+    [liq] = [a for a in result.alerts if a.rule == "liquidation_distance"]
+    assert liq.severity.value == "HIGH"
+    assert liq.action is not None
+    [cut] = liq.action.alternatives
+    options = {o.option_id: o for o in liq.hedge_options}
+    # add more than 50,000 x (10.5 - 4) % = 3,250; or cut to 4/10.5 of the size
+    assert liq.action.amount_usd == D("3250.01")
+    assert options["add_margin"].margin_needed_usd == liq.action.amount_usd
+    assert cut.qty == D("0.620")
+    assert options["reduce"].qty == cut.qty
+    assert options["reduce"].notional_usd == cut.amount_usd
 
 
 def test_bybit_risk_id_that_differs_from_the_computed_tier_is_counted() -> None:

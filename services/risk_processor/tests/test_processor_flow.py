@@ -65,7 +65,8 @@ async def test_sample_portfolio_gives_exact_snapshots_and_a_portfolio_net_exposu
         "sub_trading": (D(0), sol, D(-150)),
         "sub_hedge": (bnb, D(0), D(80)),
     }
-    async with running(kafka, tmp_path) as proc:
+    # The brief's 10,000 USD net limit, opt-in since issue 11.
+    async with running(kafka, tmp_path, net_exposure_limit_usd=D(10000)) as proc:
         await publish(kafka, MARKS)
         # Marks first, so every account is evaluated at the marks of docs/product.md.
         await wait_until(lambda: proc.marks.get("BNBUSDT") is not None, message="marks stored")

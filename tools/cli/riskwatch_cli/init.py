@@ -156,7 +156,7 @@ def run_init(args: argparse.Namespace, ask: Callable[..., str] = _ask) -> int:
     thresholds = THRESHOLDS_EXAMPLE.read_text()
     if args.net_exposure_limit_usd is not None:
         thresholds = thresholds.replace(
-            "  net_exposure_usd: 10000 ", f"  net_exposure_usd: {args.net_exposure_limit_usd} ", 1
+            "  net_exposure_usd: null ", f"  net_exposure_usd: {args.net_exposure_limit_usd} ", 1
         )
     (live / "thresholds.yaml").write_text(thresholds)
     secrets = {

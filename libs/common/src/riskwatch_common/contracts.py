@@ -407,15 +407,15 @@ class SuggestedAction(BaseModel):
 
 
 class RiskAlertChanged(Event):
-    """An alert was raised, escalated or resolved.
+    """An alert was raised, escalated, updated or resolved.
 
     ``alert_id`` is stable per (account, rule, subject); ``event_id`` is unique per
     transition, so a redelivered transition is recognised and a new one is not.
 
-    ``numbers`` holds what the rule computed. Keys readers rely on when present: ``value``
-    (the measured quantity), ``threshold`` (the limit crossed), ``reduce_by_usd`` (position
-    value to remove to clear the condition), ``add_margin_usd`` (margin to add instead),
-    ``headroom_usd`` (room left before the next limit).
+    ``numbers`` holds what the rule computed. Keys readers rely on: ``value`` (the
+    measured quantity) and ``threshold`` (the limit crossed); the rest are the rule's own
+    figures. What to do is ``action``, computed by the risk engine: never infer an action
+    from number keys or rule names.
     """
 
     event_type: Literal["RiskAlertChanged"] = "RiskAlertChanged"

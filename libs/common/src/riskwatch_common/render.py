@@ -4,7 +4,8 @@ turned into text a trader reads on a phone.
 Every number is rounded by what it is, never printed as it came out of Decimal arithmetic
 (``5.71428571428571428571428571``):
 
-- USD amounts: cents below 10,000, whole dollars from 10,000 up, thousands separators;
+- USD amounts: cents below 10,000 (none on a round amount), whole dollars from 10,000 up,
+  thousands separators;
   amounts the trader must reach ("add at least") round up, so the figure is enough;
 - prices: to the symbol's tick size when known, else to a precision that fits the magnitude;
 - sizes: to the symbol's lot step when known, else to three significant digits;
@@ -28,6 +29,7 @@ __all__ = [
     "base_coin",
     "deadline",
     "describe_action",
+    "figure",
     "leverage",
     "percent",
     "price",
@@ -62,6 +64,51 @@ RULE_NAMES: dict[str, str] = {
 }
 
 
+# How the risk processor's alert numbers (``RiskAlertChanged.numbers``) read, by key.
+_FRACTION_KEYS = frozenset(
+    {
+        "account_mm_rate",
+        "net_share",
+        "buy_share",
+        "same_side_share",
+        "cap_utilization",
+        "tier_mmr",
+        "old_mmr",
+        "new_mmr",
+        "old_imr",
+        "new_imr",
+        "new_mm_rate",
+    }
+)
+_POINTS_KEYS = frozenset({"liq_distance_pct"})
+_PRICE_KEYS = frozenset({"mark_price", "liq_price", "new_liq_price"})
+_SIZE_KEYS = frozenset({"size", "size_reduction"})
+_LEVERAGE_KEYS = frozenset(
+    {
+        "leverage",
+        "tier_max_leverage",
+        "old_max_leverage",
+        "new_max_leverage",
+        "max_leverage_allowing",
+        "max_leverage_allowed",
+        "lifting_leverage",
+    }
+)
+_COUNT_KEYS = frozenset({"positions", "accounts_missing"})
+# ``value`` / ``threshold`` are in the rule's own units.
+_FRACTION_RULES = frozenset(
+    {
+        "account_mm_rate",
+        "net_exposure_share",
+        "direction_bias",
+        "correlation_risk",
+        "tier_cap_proximity",
+    }
+)
+_POINTS_RULES = frozenset({"liquidation_distance"})
+_USD_RULES = frozenset({"net_exposure_usd", "unrealized_loss", "order_blocked_by_leverage"})
+
+
 def _plain(value: Decimal) -> str:
     """``value`` with thousands separators as it is (already rounded), ``-0`` as ``0``."""
     if value == 0:
@@ -92,7 +139,8 @@ def _to_step(value: Decimal, step: Decimal, rounding: str = ROUND_HALF_EVEN) -> 
 
 
 def usd(value: Decimal, unit: str = "USD", *, at_least: bool = False) -> str:
-    """``21,334 USDT``, ``1,250.50 USD``: cents below 10,000, whole dollars from there.
+    """``21,334 USDT``, ``1,250.50 USD``, ``2,500 USD``: cents below 10,000 (none on a
+    round amount), whole dollars from there.
 
     ``at_least`` rounds up (an amount to add or reach must be enough once rounded).
     """
@@ -101,7 +149,8 @@ def usd(value: Decimal, unit: str = "USD", *, at_least: bool = False) -> str:
     step = _ONE if abs(value) >= _WHOLE_DOLLARS_FROM else _CENT
     rounding = ROUND_CEILING if at_least else ROUND_HALF_EVEN
     rounded = value.quantize(step, rounding=rounding)
-    if step == _CENT and abs(rounded) >= _WHOLE_DOLLARS_FROM:
+    if abs(rounded) >= _WHOLE_DOLLARS_FROM or rounded == rounded.to_integral_value():
+        # whole dollars from 10,000 up, and no ".00" on a round amount below
         rounded = rounded.quantize(_ONE, rounding=rounding)
     return f"{_plain(rounded)} {unit}".strip()
 
@@ -160,6 +209,33 @@ def deadline(at: datetime, tz: tzinfo = UTC) -> str:
     return f"{local:%a} {local.day} {local:%b %H:%M}"
 
 
+def figure(key: str, value: Decimal, rule: str = "") -> str:
+    """One alert number (``RiskAlertChanged.numbers[key]``) as people read it: fractions
+    as percentages, prices, sizes, leverage, counts, and USD amounts for the rest;
+    ``value`` and ``threshold`` in the units of ``rule``."""
+    if key in ("value", "threshold"):
+        if rule in _FRACTION_RULES:
+            return percent(value)
+        if rule in _POINTS_RULES:
+            return percent(value / _HUNDRED)
+        if rule in _USD_RULES:
+            return usd(value)
+        return price(value)
+    if key in _FRACTION_KEYS:
+        return percent(value)
+    if key in _POINTS_KEYS:
+        return percent(value / _HUNDRED)
+    if key in _PRICE_KEYS:
+        return price(value)
+    if key in _SIZE_KEYS:
+        return size(value)
+    if key in _LEVERAGE_KEYS:
+        return leverage(value)
+    if key in _COUNT_KEYS:
+        return _plain(value.quantize(_ONE))
+    return usd(value)
+
+
 def rule_name(rule: str) -> str:
     """The human name of a rule id; an unknown id is made readable from its words."""
     known = RULE_NAMES.get(rule)
@@ -184,13 +260,18 @@ def _qty(action: SuggestedAction, lot_step: Decimal | None) -> str:
     return f"{text} {coin}" if coin else text
 
 
-def _what(action: SuggestedAction, verb: str, lot_step: Decimal | None) -> str:
-    symbol = action.symbol or "the position"
+def _what(
+    action: SuggestedAction, verb: str, lot_step: Decimal | None, alert_account: str | None
+) -> str:
+    named = alert_account is not None and action.account != alert_account
+    on = f" on {action.account}" if named else ""
+    symbol = (action.symbol or "the position") + on
     kind = action.kind
     if kind is ActionKind.ADD_MARGIN:
         if action.amount_usd is None:
             return f"add margin to {action.account}"
-        return f"add at least {usd(action.amount_usd, 'USDT', at_least=True)} margin"
+        to = f" to {action.account}" if named else ""
+        return f"add at least {usd(action.amount_usd, 'USDT', at_least=True)} margin{to}"
     if kind is ActionKind.REDUCE_POSITION:
         if action.qty is not None and action.amount_usd is not None:
             return f"{verb} {symbol} by {_qty(action, lot_step)} ({usd(action.amount_usd)})"
@@ -200,12 +281,13 @@ def _what(action: SuggestedAction, verb: str, lot_step: Decimal | None) -> str:
             return f"{verb} {symbol} by {usd(action.amount_usd, at_least=True)}"
         return f"{verb} {symbol}"
     if kind is ActionKind.LOWER_LEVERAGE:
+        lever = f"{action.symbol or 'the'} leverage{on}"
         if action.leverage is None:
-            return f"lower {symbol} leverage"
-        return f"lower {symbol} leverage to {leverage(action.leverage)} or less"
+            return f"lower {lever}"
+        return f"lower {lever} to {leverage(action.leverage)} or less"
     if kind is ActionKind.CANCEL_ORDER:
         side = f" {action.side.value.lower()}" if action.side is not None else ""
-        order = f"the {symbol}{side} order"
+        order = f"the {action.symbol or 'open'}{side} order{on}"
         value = f" ({usd(action.amount_usd)})" if action.amount_usd is not None else ""
         if action.qty is None or action.qty == 0:
             return f"cancel {order}{value}"
@@ -228,16 +310,19 @@ def describe_action(
     *,
     tz: tzinfo = UTC,
     lot_step: Decimal | None = None,
+    alert_account: str | None = None,
 ) -> str:
     """One line saying what to do, with our figures rounded for a phone.
 
     Alternatives follow with "or" ("add at least 21,334 USDT margin or cut BTCUSDT by 5.71
     BTC (396,000 USD)"); a deadline ends the line ("before Mon 14 Dec 09:00", in ``tz``).
-    ``lot_step`` rounds the primary action's size up to the symbol's lot.
+    ``lot_step`` rounds the primary action's size up to the symbol's lot. Pass the alert's
+    account as ``alert_account``: an action on another account (a portfolio alert's way
+    out is on one of the accounts) then names it ("reduce ETHUSDT on main by 5 ETH").
     """
-    parts = [_what(action, "reduce", lot_step)]
+    parts = [_what(action, "reduce", lot_step, alert_account)]
     parts.extend(
-        _what(alt, "cut", lot_step if alt.symbol == action.symbol else None)
+        _what(alt, "cut", lot_step if alt.symbol == action.symbol else None, alert_account)
         for alt in action.alternatives
     )
     line = " or ".join(parts)

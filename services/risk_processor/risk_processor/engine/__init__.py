@@ -4,6 +4,13 @@ No I/O, no clock (time is passed in), Decimal throughout. The Faust shell decode
 into these types, calls the functions below and emits what they return.
 """
 
+from risk_processor.engine.actions import (
+    Action,
+    ActionKind,
+    Finding,
+    account_action,
+    portfolio_action,
+)
 from risk_processor.engine.alerts import (
     DEFAULT_ALERT_POLICY,
     AlertPolicy,
@@ -96,6 +103,7 @@ from risk_processor.engine.types import (
     TierTable,
     Wallet,
 )
+from risk_processor.engine.warmup import READY, Readiness, portfolio_readiness
 
 __all__ = [
     "ACCOUNT_SUBJECT",
@@ -104,10 +112,13 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "GRACE_PERIOD",
     "PORTFOLIO",
+    "READY",
     "AccountExposure",
     "AccountMargin",
     "AccountProfile",
     "AccountType",
+    "Action",
+    "ActionKind",
     "AlertCandidate",
     "AlertPolicy",
     "AlertState",
@@ -115,6 +126,7 @@ __all__ = [
     "ClearLevels",
     "DeductionMismatch",
     "EffectiveValue",
+    "Finding",
     "MarginMode",
     "Order",
     "OrderCheck",
@@ -124,6 +136,7 @@ __all__ = [
     "PositionExposure",
     "PositionMode",
     "RateUnits",
+    "Readiness",
     "RiskLevel",
     "RiskLevelPolicy",
     "Rule",
@@ -136,6 +149,7 @@ __all__ = [
     "TierTableLoad",
     "Transition",
     "Wallet",
+    "account_action",
     "account_exposure",
     "account_margin",
     "active_keys",
@@ -161,7 +175,9 @@ __all__ = [
     "max_leverage_for_value",
     "max_position_value_at_leverage",
     "platform_change_alert",
+    "portfolio_action",
     "portfolio_exposure",
+    "portfolio_readiness",
     "position_subject",
     "recompute_deductions",
     "reconcile",

@@ -13,6 +13,12 @@ Hysteresis, part 2 (part 1, value margins, is in ``rules``):
   severity is adopted silently, and only after it has held for ``settle_after``
   consecutive evaluations does it become the new baseline (so HIGH → WARNING → HIGH
   flapping gives one ESCALATED, while a genuine later rise is announced again).
+
+Current numbers: an open alert at an unchanged severity whose value moved by more than
+``update_change`` (relative) since the figures last published, and not within
+``update_interval`` of its last change, gives an UPDATED transition, so reminders and
+overviews show what holds now (4.76 % from liquidation that is now 3.63 %). Readers
+refresh on it; channels do not page for it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -38,19 +44,33 @@ class Transition(StrEnum):
 
     RAISED = "raised"
     ESCALATED = "escalated"
+    UPDATED = "updated"
     RESOLVED = "resolved"
 
 
 @dataclass(slots=True, frozen=True)
 class AlertPolicy:
-    """Hysteresis counts, in evaluations."""
+    """Hysteresis counts, in evaluations; when an open alert's moved numbers are published
+    (``update_change``: relative move of its value; ``update_interval``: least time since
+    its last change)."""
 
     clear_after: int = 3
     settle_after: int = 3
+    update_change: Decimal = Decimal("0.10")
+    update_interval: timedelta = timedelta(seconds=60)
 
     def __post_init__(self) -> None:
-        if self.clear_after < 1 or self.settle_after < 1:
-            raise ValueError("clear_after and settle_after must be at least 1")
+        problems = []
+        if self.clear_after < 1:
+            problems.append(f"clear_after={self.clear_after} must be at least 1")
+        if self.settle_after < 1:
+            problems.append(f"settle_after={self.settle_after} must be at least 1")
+        if self.update_change <= 0:
+            problems.append(f"update_change={self.update_change} must be positive")
+        if self.update_interval <= timedelta(0):
+            problems.append("update_interval_s must be positive")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 DEFAULT_ALERT_POLICY = AlertPolicy()
@@ -186,6 +206,14 @@ def _transition(
     )
 
 
+def _moved(state: AlertState, value: Decimal, now: datetime, policy: AlertPolicy) -> bool:
+    """Whether an open alert's value moved enough, long enough after its last change, to
+    publish its current numbers."""
+    return now - state.updated_at >= policy.update_interval and abs(
+        value - state.value
+    ) > policy.update_change * abs(state.value)
+
+
 def step(
     state: AlertState | None,
     candidate: AlertCandidate | None,
@@ -256,6 +284,24 @@ def step(
         )
     baseline = state.notified_severity
     if severity is state.severity and severity is baseline and not state.absent_count:
+        if candidate.value != state.value and _moved(state, candidate.value, now, policy):
+            updated = AlertState(
+                state.alert_id,
+                state.account,
+                state.rule,
+                state.subject,
+                severity,
+                baseline,
+                state.raised_at,
+                now,
+                0,
+                state.lower_count,
+                candidate.value,
+                candidate.threshold,
+                candidate.reason,
+                candidate.numbers,
+            )
+            return updated, _transition(Transition.UPDATED, updated, now, None)
         # Nothing material changed: keep the very same state, so the shell can skip
         # persisting it (``new is state``).
         return state, None
@@ -302,7 +348,7 @@ def reconcile(
     ``states`` is keyed by alert id and may hold other accounts' alerts; those pass through
     untouched. Candidates must all be for ``account``; when one rule gives two candidates
     for a subject, the more severe wins. Returns the new states (resolved ones dropped) and
-    the transitions, raised/escalated first in candidate order, then resolved.
+    the transitions, raised/escalated/updated first in candidate order, then resolved.
     """
     if candidates.__class__ is not list:  # (cheaper than isinstance, on every evaluation)
         candidates = list(candidates)
@@ -322,6 +368,7 @@ def reconcile(
                 and held.rule == c.rule
                 and held.subject == c.subject
                 and alert_id(account, c.rule, c.subject) == key
+                and (c.value == held.value or not _moved(held, c.value, now, policy))
             ):
                 break
         else:
@@ -350,6 +397,7 @@ def reconcile(
                 and state.account == c.account
                 and state.rule == c.rule
                 and state.subject == c.subject
+                and (c.value == state.value or not _moved(state, c.value, now, policy))
             ):
                 out[key] = state
                 continue

@@ -235,9 +235,9 @@ def hedge_options(
 ) -> tuple[HedgeFigures, ...]:
     """Up to three options for an alert on ``subject``, each with its figures.
 
-    ``amount_usd`` is the position value to trade (the rule's ``reduce_by_usd`` when it has
-    one), else half the target; ``margin_usd`` the transfer for ``add_margin`` (the rule's
-    ``add_margin_usd``), else the initial margin of ``amount_usd`` at the target's leverage.
+    ``amount_usd`` is the position value to trade (the computed action's cut, when it has
+    one), else half the target; ``margin_usd`` the transfer for ``add_margin`` (the
+    action's margin), else the initial margin of ``amount_usd`` at the target's leverage.
     """
     pe = target_position(exposure, subject)
     if pe is None or pe.mark_price <= 0:

@@ -114,7 +114,7 @@ class ClearLevels:
 
     mm_rate_high: Decimal
     mm_rate_warning: Decimal
-    net_exposure_usd: Decimal
+    net_exposure_usd: Decimal | None
     net_share_high: Decimal
     net_share_warning: Decimal
     buy_share_high: Decimal
@@ -124,6 +124,7 @@ class ClearLevels:
     liq_distance_high_pct: Decimal
     liq_distance_warning_pct: Decimal
     cap_floor: Decimal
+    cap_floor_high: Decimal
 
 
 @dataclass(slots=True, frozen=True)
@@ -134,16 +135,24 @@ class Thresholds:
     USD. ``min_positions_for_bias``: direction bias and correlation need at least this
     many positions (one position is always 100 % on one side). ``clear_margin``: relative
     hysteresis for clearing an active alert.
+
+    ``net_exposure_usd`` is opt-in (``None``: off): one absolute limit for every account
+    alerts for ever on any real account, so net exposure is judged relative to equity
+    (``net_share_*``) unless an account, group or the portfolio sets a USD limit.
+    ``tier_cap_proximity`` (WARNING) and ``tier_cap_proximity_high`` (HIGH) are the
+    headroom left to the nearest cap; the warning also fires while the next order of the
+    symbol's usual size (its open orders) would no longer fit under the leverage cap.
     """
 
-    net_exposure_usd: Decimal = Decimal(10000)
+    net_exposure_usd: Decimal | None = None
     unrealized_loss_usd: Decimal = Decimal(-1000)
     buy_share_high: Decimal = Decimal("0.70")
     buy_share_low: Decimal = Decimal("0.30")
     net_share_warning: Decimal = Decimal("0.20")
     net_share_high: Decimal = Decimal("0.50")
     same_side_share: Decimal = Decimal("0.60")
-    tier_cap_proximity: Decimal = Decimal("0.10")
+    tier_cap_proximity: Decimal = Decimal("0.20")
+    tier_cap_proximity_high: Decimal = Decimal("0.05")
     liq_distance_warning_pct: Decimal = Decimal(10)
     liq_distance_high_pct: Decimal = Decimal(5)
     mm_rate_warning: Decimal = Decimal("0.50")
@@ -154,21 +163,7 @@ class Thresholds:
     clear: ClearLevels = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.buy_share_low < self.buy_share_high:
-            problems.append("buy_share_low must be below buy_share_high")
-        if not self.net_share_warning <= self.net_share_high:
-            problems.append("net_share_warning must not exceed net_share_high")
-        if not self.liq_distance_high_pct <= self.liq_distance_warning_pct:
-            problems.append("liq_distance_high_pct must not exceed liq_distance_warning_pct")
-        if not self.mm_rate_warning <= self.mm_rate_high:
-            problems.append("mm_rate_warning must not exceed mm_rate_high")
-        if not ZERO <= self.tier_cap_proximity < ONE:
-            problems.append("tier_cap_proximity must be in [0, 1)")
-        if not ZERO <= self.clear_margin < ONE:
-            problems.append("clear_margin must be in [0, 1)")
-        if self.min_positions_for_bias < 1:
-            problems.append("min_positions_for_bias must be at least 1")
+        problems = threshold_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         m = self.clear_margin
@@ -178,7 +173,9 @@ class Thresholds:
             ClearLevels(
                 mm_rate_high=_lowered(self.mm_rate_high, m),
                 mm_rate_warning=_lowered(self.mm_rate_warning, m),
-                net_exposure_usd=_lowered(self.net_exposure_usd, m),
+                net_exposure_usd=None
+                if self.net_exposure_usd is None
+                else _lowered(self.net_exposure_usd, m),
                 net_share_high=_lowered(self.net_share_high, m),
                 net_share_warning=_lowered(self.net_share_warning, m),
                 buy_share_high=_lowered(self.buy_share_high, m),
@@ -188,8 +185,47 @@ class Thresholds:
                 liq_distance_high_pct=_raised(self.liq_distance_high_pct, m),
                 liq_distance_warning_pct=_raised(self.liq_distance_warning_pct, m),
                 cap_floor=_lowered(ONE - self.tier_cap_proximity, m),
+                cap_floor_high=_lowered(ONE - self.tier_cap_proximity_high, m),
             ),
         )
+
+
+def threshold_problems(t: Thresholds) -> list[str]:
+    """Every range or consistency problem of ``t``, each naming its field(s)."""
+    problems: list[str] = []
+
+    def check(ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            problems.append(f"{name}={getattr(t, name)} {rule}")
+
+    check(
+        t.net_exposure_usd is None or t.net_exposure_usd > ZERO,
+        "net_exposure_usd",
+        "must be positive (or null: off)",
+    )
+    check(t.unrealized_loss_usd < ZERO, "unrealized_loss_usd", "must be negative (a loss)")
+    for name in ("buy_share_high", "buy_share_low", "same_side_share"):
+        check(ZERO < getattr(t, name) < ONE, name, "must be a fraction in (0, 1)")
+    for name in ("net_share_warning", "net_share_high", "mm_rate_warning", "mm_rate_high"):
+        check(getattr(t, name) > ZERO, name, "must be positive (a fraction: 0.5 is 50 %)")
+    for name in ("mm_rate_warning", "mm_rate_high"):
+        check(getattr(t, name) <= ONE, name, "must be at most 1 (100 % is liquidation)")
+    for name in ("liq_distance_warning_pct", "liq_distance_high_pct"):
+        check(getattr(t, name) > ZERO, name, "must be positive (percent)")
+    for name in ("tier_cap_proximity", "tier_cap_proximity_high", "clear_margin"):
+        check(ZERO <= getattr(t, name) < ONE, name, "must be in [0, 1)")
+    check(t.min_positions_for_bias >= 1, "min_positions_for_bias", "must be at least 1")
+    if not t.buy_share_low < t.buy_share_high:
+        problems.append("buy_share_low must be below buy_share_high")
+    if not t.net_share_warning <= t.net_share_high:
+        problems.append("net_share_warning must not exceed net_share_high")
+    if not t.liq_distance_high_pct <= t.liq_distance_warning_pct:
+        problems.append("liq_distance_high_pct must not exceed liq_distance_warning_pct")
+    if not t.mm_rate_warning <= t.mm_rate_high:
+        problems.append("mm_rate_warning must not exceed mm_rate_high")
+    if not t.tier_cap_proximity_high <= t.tier_cap_proximity:
+        problems.append("tier_cap_proximity_high must not exceed tier_cap_proximity")
+    return problems
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -200,32 +236,55 @@ ThresholdOverrides = Mapping[str, object]
 def resolve_thresholds(base: Thresholds, *overrides: ThresholdOverrides | None) -> Thresholds:
     """``base`` with each mapping of overrides applied in turn (later wins).
 
-    Keys are ``Thresholds`` field names; values may be strings or numbers. Raises
-    ``ValueError`` on an unknown key, a value that is not a number, or an inconsistent
-    result.
+    Keys are ``Thresholds`` field names; values may be strings or numbers (``null`` turns
+    an opt-in limit off). Raises ``ValueError`` naming every unknown key, value that is
+    not a number and problem of the result, not only the first.
     """
-    kinds = {f.name: type(getattr(base, f.name)) for f in fields(Thresholds) if f.init}
+    kinds = {
+        f.name: int if f.name == "min_positions_for_bias" else Decimal
+        for f in fields(Thresholds)
+        if f.init
+    }
     changes: dict[str, object] = {}
+    errors: list[str] = []
     for mapping in overrides:
         for key, raw in (mapping or {}).items():
-            kind = kinds.get(key)
-            if kind is None:
-                raise ValueError(f"unknown threshold {key!r}")
-            if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
-                raise ValueError(f"threshold {key}={raw!r} is not a number")
             try:
-                value = Decimal(str(raw))
-            except ArithmeticError:
-                raise ValueError(f"threshold {key}={raw!r} is not a number") from None
-            if not value.is_finite():
-                raise ValueError(f"threshold {key}={raw!r} is not finite")
-            if kind is int:
-                if value != value.to_integral_value():
-                    raise ValueError(f"threshold {key}={raw!r} must be a whole number")
-                changes[key] = int(value)
-            else:
-                changes[key] = value
+                _parse_threshold(kinds, changes, key, raw)
+            except ValueError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise ValueError("; ".join(errors))
     return replace(base, **changes)  # type: ignore[arg-type]  # keys checked against fields
+
+
+def _parse_threshold(
+    kinds: Mapping[str, type], changes: dict[str, object], key: str, raw: object
+) -> None:
+    """Parse one override into ``changes``; ``ValueError`` names the key."""
+    kind = kinds.get(key)
+    if kind is None:
+        raise ValueError(f"unknown threshold {key!r}")
+    if raw is None and key in _OPTIONAL:
+        changes[key] = None
+        return
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+        raise ValueError(f"threshold {key}={raw!r} is not a number")
+    try:
+        value = Decimal(str(raw))
+    except ArithmeticError:
+        raise ValueError(f"threshold {key}={raw!r} is not a number") from None
+    if not value.is_finite():
+        raise ValueError(f"threshold {key}={raw!r} is not finite")
+    if kind is int:
+        if value != value.to_integral_value():
+            raise ValueError(f"threshold {key}={raw!r} must be a whole number")
+        changes[key] = int(value)
+    else:
+        changes[key] = value
+
+
+_OPTIONAL = frozenset({"net_exposure_usd"})
 
 
 def threshold_resolver(
@@ -425,9 +484,10 @@ def _exposure_rules(
     size = abs(net)
 
     limit = t.net_exposure_usd
-    if size > limit or size > clear.net_exposure_usd:
+    clear_limit = clear.net_exposure_usd
+    if limit is not None and clear_limit is not None and (size > limit or size > clear_limit):
         if active and keys[0] in active:
-            limit = clear.net_exposure_usd
+            limit = clear_limit
         if size > limit:
             # _new_candidate, inlined: this one and the next confirm an open alert on most
             # evaluations of an account that has one.
@@ -437,10 +497,10 @@ def _exposure_rules(
             c.subject = subject
             c.severity = _WARNING
             c.value = size
-            c.threshold = t.net_exposure_usd
+            c.threshold = limit = t.net_exposure_usd
             c.reason_template = "net exposure {0:,.2f} USD is above {1:,.2f} USD"
             c.numbers = {"net": net}
-            c.reason_args = (net, t.net_exposure_usd)
+            c.reason_args = (net, limit)
             c.__class__ = AlertCandidate
             out.append(c)
 
@@ -669,6 +729,33 @@ def _tier_numbers(pe: PositionExposure, tier: Tier) -> dict[str, Decimal]:
     return numbers
 
 
+def next_order_value(pe: PositionExposure) -> Decimal:
+    """The symbol's usual order size: what its open orders add to the position (the
+    effective value above the position's own value); 0 without open orders.
+
+    0 in hedge mode too: the effective value is the larger side's, so above one side's
+    value it may be the other side's position rather than orders (the 80 % / 95 % levels
+    still apply there).
+    """
+    if pe.position.position_idx:
+        return ZERO
+    pending = pe.effective_value - pe.position.value
+    return pending if pending > ZERO else ZERO
+
+
+def lifting_leverage(pe: PositionExposure) -> Decimal | None:
+    """The highest leverage whose cap fits the next order of the usual size (or, without
+    open orders, the next tier above the current cap); ``None`` when no tier allows more."""
+    table, cap = pe.table, pe.leverage_cap
+    if table is None or cap is None:
+        return None
+    wanted = pe.effective_value + next_order_value(pe)
+    i = table.index_for_value(wanted) if wanted > cap else table.index_for_value(cap) + 1
+    if i >= len(table.tiers):
+        return None
+    return table.max_leverage_from(i)
+
+
 def _symbol_rules(
     out: list[AlertCandidate],
     account: str,
@@ -690,17 +777,29 @@ def _symbol_rules(
     leverage_bound = cap is not None and cap <= tier_limit
     nearest = cap if cap is not None and leverage_bound else tier_limit
 
-    floor = ONE - t.tier_cap_proximity
+    floor, floor_high, room = ONE - t.tier_cap_proximity, ONE - t.tier_cap_proximity_high, ONE
     if held:
-        floor = t.clear.cap_floor
-    if effective >= floor * nearest:
+        floor, floor_high, room = t.clear.cap_floor, t.clear.cap_floor_high, ONE - t.clear_margin
+    # Before, not after: warn while the next order of the usual size (what the open
+    # orders add) still fits, i.e. as soon as one more such order would not.
+    next_order = next_order_value(pe)
+    next_blocked = leverage_bound and next_order > ZERO and effective + next_order > room * nearest
+    if effective >= floor * nearest or next_blocked:
         utilization = effective / nearest
+        severity = _HIGH if effective >= floor_high * nearest else _WARNING
+        lifting = lifting_leverage(pe) if leverage_bound else None
         if leverage_bound:
             reason = (
-                "{0} effective value {1:,.2f} is {2:.1%} of the {3:,} cap of leverage {4}x"
-                " (orders above it are rejected)"
+                "{0} positions plus orders {1:,.0f} USD are {2:.1%} of the {3:,.0f} USD cap"
+                " of {4}x leverage (orders above it are rejected)"
             )
             args: tuple[object, ...] = (symbol, effective, utilization, cap, leverage)
+            if next_blocked:
+                reason += "; the next {5:,.0f} USD order would be rejected"
+                args = (*args, next_order)
+            if lifting is not None:
+                reason += "; " + ("{6}" if next_blocked else "{5}") + "x or less lifts the cap"
+                args = (*args, lifting)
         else:
             reason = (
                 "{0} effective value {1:,.2f} is {2:.1%} of the {3:,} limit of tier {4}"
@@ -709,14 +808,20 @@ def _symbol_rules(
             args = (symbol, effective, utilization, tier_limit, tier.id)
         numbers = _tier_numbers(pe, tier)
         numbers["cap_utilization"] = utilization
+        if next_order > ZERO:
+            numbers["next_order_value"] = next_order
+        if lifting is not None:
+            numbers["lifting_leverage"] = lifting
         out.append(
             _candidate(
                 account,
                 Rule.TIER_CAP_PROXIMITY,
                 symbol,
-                _WARNING,
+                severity,
                 value=utilization,
-                threshold=ONE - t.tier_cap_proximity,
+                threshold=ONE - t.tier_cap_proximity_high
+                if severity is _HIGH
+                else ONE - t.tier_cap_proximity,
                 reason=reason,
                 args=args,
                 numbers=numbers,
@@ -819,6 +924,7 @@ def evaluate_account(
     # them), and the same answer for each ``active`` key that was consulted.
     liq_guard = thresholds.clear.liq_distance_warning_pct
     cap_guard = thresholds.clear.cap_floor
+    room_guard = ONE - thresholds.clear_margin
     hedge = exposure.profile.position_mode is HEDGE
     symbols_done: set[str] = set()
     positions = exposure.positions
@@ -885,7 +991,14 @@ def evaluate_account(
                 nearest = cap
             # effective > cap implies effective > cap_guard × nearest, so this also covers
             # blocked orders; a leverage above every tier's maximum has no cap at all.
-            if pe.effective_value >= cap_guard * nearest or (cap is None and p.leverage):
+            # (and the warning before the next usual-size order would be rejected: the
+            # open orders add effective - value; see _symbol_rules)
+            eff = pe.effective_value
+            if (
+                eff >= cap_guard * nearest
+                or (cap is None and p.leverage)
+                or (cap is not None and eff + eff - p.value > room_guard * cap)
+            ):
                 key = (Rule.TIER_CAP_PROXIMITY, p.symbol)
                 held = key in active
                 consulted, answers = (*consulted, key), (*answers, held)
