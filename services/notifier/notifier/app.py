@@ -229,7 +229,7 @@ class NotifierApp:
         )
         self.delivery_log = DeliveryLog(settings.delivery_log, capacity=settings.dedup_capacity)
         self.outbox = Outbox(
-            settings.outbox,
+            settings.outbox_path,
             policy=OutboxPolicy(
                 ttl_urgent=timedelta(hours=settings.outbox_ttl_hours),
                 ttl_other=timedelta(hours=settings.outbox_ttl_other_hours),

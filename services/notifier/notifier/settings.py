@@ -7,6 +7,7 @@ file are always on (the file channel turns off with an empty ``NOTIFIER_ALERTS_F
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
@@ -40,10 +41,10 @@ class NotifierSettings(ServiceSettings):
         "redelivered after a restart is not sent again; '' = in memory only.",
     )
     dedup_capacity: int = Field(default=100_000, ge=100)
-    outbox: str = Field(
-        default="var/notifier-outbox.jsonl",
+    outbox: str | None = Field(
+        default=None,
         description="Notifications a channel could not take yet, retried across restarts; "
-        "'' = in memory only.",
+        "unset = notifier-outbox.jsonl beside the delivery log, '' = in memory only.",
     )
     outbox_ttl_hours: float = Field(
         default=24.0, gt=0, description="How long HIGH/CRITICAL notifications are retried."
@@ -114,6 +115,14 @@ class NotifierSettings(ServiceSettings):
     request_timeout_seconds: float = Field(default=10.0, gt=0)
     queue_size: int = Field(default=256, ge=1, description="Pending sends per channel.")
     max_batch_records: int = Field(default=200, ge=1)
+
+    @property
+    def outbox_path(self) -> str:
+        if self.outbox is not None:
+            return self.outbox
+        if not self.delivery_log:
+            return ""
+        return str(Path(self.delivery_log).with_name("notifier-outbox.jsonl"))
 
     @property
     def expected_groups(self) -> frozenset[str]:
