@@ -198,6 +198,10 @@ def _now_text(rule: str, subject: str, exposure: ExposureSnapshotted | None) -> 
         return f"net exposure back to {percent(share)} of equity"
     if rule == "net_exposure_usd":
         return f"net exposure back to {usd(exposure.net)}"
+    if rule == "unrealized_loss":
+        return f"unrealized P&L now {usd(exposure.unrealised_pnl)}"
+    if rule == "direction_bias" and exposure.buy_side_share is not None:
+        return f"buy side back to {percent(exposure.buy_side_share)} of positions"
     return None
 
 

@@ -122,6 +122,22 @@ def test_resolve_says_what_the_measure_is_now(make_alert: Any) -> None:
     assert "👉" not in n.html
 
 
+def test_resolves_of_account_rules_state_the_current_figure(make_alert: Any) -> None:
+    now = snapshot()
+    for rule, expected in [
+        ("account_mm_rate", "MM rate back to 51.7%"),
+        ("net_exposure_usd", "net exposure back to 396,000 USD"),
+        ("unrealized_loss", "unrealized P&L now -2,310.50 USD"),
+    ]:
+        alert = make_alert(
+            account="sub_90x", rule=rule, subject="account", transition=AlertTransition.RESOLVED
+        )
+        assert from_alert(alert, Context(now)).headline == f"✅ RESOLVED · sub_90x · {expected}"
+    # without a snapshot it still says what cleared, never a stale number
+    alert = make_alert(rule="unrealized_loss", transition=AlertTransition.RESOLVED)
+    assert from_alert(alert).headline == "✅ RESOLVED · main · BTCUSDT unrealized loss cleared"
+
+
 def test_escalation_is_marked_and_ids_go_to_slack_context_and_file_only(
     make_alert: Any,
 ) -> None:
