@@ -42,6 +42,7 @@ SEVERITY_ICONS = {
 }
 SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.HIGH: 1, Severity.WARNING: 2, Severity.INFO: 3}
 """Queue order: lower goes first."""
+RESOLVED_RANK = 3
 RESOLVED_ICON = "✅"
 STALLED_RULE = "monitoring_stalled"
 """The notifier's own alert: a group's heartbeats stopped (see ``watchdog.py``)."""
@@ -72,7 +73,11 @@ class Notification:
 
     @property
     def rank(self) -> int:
-        return SEVERITY_RANK.get(self.severity, 3)
+        """Queue order, lower first: CRITICAL, HIGH, WARNING, then INFO and every resolve
+        (good news waits behind a new problem, and can go into a digest)."""
+        if self.transition == AlertTransition.RESOLVED:
+            return RESOLVED_RANK
+        return SEVERITY_RANK.get(self.severity, RESOLVED_RANK)
 
 
 def notification_to_dict(n: Notification) -> dict[str, Any]:

@@ -42,6 +42,22 @@ async def test_burst_of_50_sends_critical_and_high_first_one_by_one_then_one_dig
     assert again == []
 
 
+async def test_a_resolve_of_a_high_alert_waits_behind_a_new_warning(
+    tmp_path: Path, telegram: Any, make_stack: Any, settings_for: Any, make_alert: Any
+) -> None:
+    stack = await make_stack(settings_for(tmp_path, telegram=telegram))
+    resolved = make_alert(severity=Severity.HIGH, transition=AlertTransition.RESOLVED)
+    warning = make_alert(severity=Severity.WARNING, account="other")
+    futures = [
+        *await stack.dispatcher.dispatch(from_alert(resolved)),
+        *await stack.dispatcher.dispatch(from_alert(warning)),
+    ]
+    await asyncio.gather(*futures)
+    first, second = (m["text"] for m in telegram.messages)
+    assert first.startswith("<b>🟠 WARNING · other")
+    assert second.startswith("<b>✅ RESOLVED · main")
+
+
 async def test_a_few_lower_alerts_go_out_one_by_one_not_as_a_digest(
     tmp_path: Path, telegram: Any, make_stack: Any, settings_for: Any, make_alert: Any
 ) -> None:
