@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 REMINDER_CHECK_SECONDS = 10.0
 OUTBOX_CHECK_SECONDS = 5.0
 WATCH_SECONDS = 5.0
+MONITORING_KIND = "monitoring"
+"""The file record's ``kind`` of the notifier's own 'monitoring stalled' alerts."""
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -575,7 +577,10 @@ class NotifierApp:
             )
             metrics.STALLED_GROUPS.set(len(self.watchdog.stalled))
             self._track(alert)
-            futures.extend(await self.dispatcher.dispatch(from_alert(alert, self.context(alert))))
+            n = from_alert(alert, self.context(alert))
+            # in the file apart from the risk alerts of risk.alerts.v1: this one is ours
+            n = dataclasses.replace(n, record={**n.record, "kind": MONITORING_KIND})
+            futures.extend(await self.dispatcher.dispatch(n))
         if self.settings.deadman_url is not None and self.watchdog.fresh(now):
             due = self._last_ping is None or (now - self._last_ping).total_seconds() >= (
                 self.settings.deadman_interval_seconds

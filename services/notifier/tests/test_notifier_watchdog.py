@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import SecretStr
 
@@ -83,6 +84,8 @@ async def test_stalled_group_is_an_alert_on_telegram_and_the_deadman_waits_for_f
     assert stalled["text"].startswith(
         "<b>🚨 CRITICAL · pipeline · monitoring stalled: no fresh data from group-a for 31 s</b>"
     )
+    [record] = [orjson.loads(x) for x in (tmp_path / "alerts.jsonl").read_bytes().splitlines()]
+    assert (record["kind"], record["rule"]) == ("monitoring", "monitoring_stalled")
     clock.now += timedelta(seconds=60)
     await asyncio.gather(*await app.watch())
     assert len(deadman.pings) == 1  # blind: no ping, so the outside check fires
