@@ -178,6 +178,10 @@ def _what(
         return f"net exposure {usd(net)}"
     if rule == "tier_cap_proximity" and (u := _n(numbers, "cap_utilization")) is not None:
         return f"{s} at {percent(u)} of its cap"
+    if rule == "unrealized_loss" and (upl := _n(numbers, "unrealized_pnl")) is not None:
+        return f"unrealized P&L {usd(upl)}"
+    if rule == "direction_bias" and (buy := _n(numbers, "buy_share")) is not None:
+        return f"{percent(buy)} of positions on the buy side"
     if rule == "order_blocked_by_leverage":
         lev = _n(numbers, "leverage")
         return f"{s} new orders blocked" + (f" at {leverage(lev)}" if lev else "")

@@ -188,7 +188,7 @@ def sample_alerts() -> list[RiskAlertChanged]:
             "account",
             Severity.WARNING,
             "unrealized P&L -2,310.50 USD is below -2,000.00 USD",
-            {"unrealised_pnl": D("-2310.504")},
+            {"unrealized_pnl": D("-2310.504")},
             SuggestedAction(kind=ActionKind.MONITOR, account=ACCOUNT),
         ),
         _alert(
@@ -196,7 +196,7 @@ def sample_alerts() -> list[RiskAlertChanged]:
             "account",
             Severity.WARNING,
             "85.0% of open positions are on the buy side (limit 80.0%)",
-            {"buy_side_share": D("0.85")},
+            {"buy_share": D("0.85"), "positions": D(7)},
             None,
         ),
         _alert(
