@@ -215,3 +215,38 @@ async def test_the_api_beyond_loopback_refuses_every_request_without_a_configure
         assert app.silence_store.saved == []
     finally:
         await app.http.stop()
+
+
+async def test_a_dead_silence_reader_fails_the_service_instead_of_running_blind_to_mutes(
+    tmp_path: Path, settings_for: Any, clock: Any, fake_time: Any
+) -> None:
+    from notifier.app import NotifierApp
+    from notifier.silence_store import MemorySilenceStore
+
+    broken = asyncio.Event()
+
+    class DyingStore(MemorySilenceStore):
+        async def follow(self, apply: Any, caught_up: asyncio.Event) -> None:
+            caught_up.set()
+            await broken.wait()  # loaded fine, then the topic becomes unreadable
+            raise ConnectionError("silences topic unreadable")
+
+    app = NotifierApp(
+        settings_for(tmp_path), clock=clock, sleep=fake_time.sleep, silence_store=DyingStore()
+    )
+    await app.http.start()
+    try:
+        task = await app.start_silences()
+        assert app.health.failed is None
+        broken.set()
+        await wait_until(lambda: task.done(), message="reader ended")
+        assert app.health.failed is not None
+        assert "silence reader failed" in app.health.failed
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{app.http.port}/healthz") as r,
+        ):
+            assert r.status == 503
+    finally:
+        await app.http.stop()
+        await app.session.close()
