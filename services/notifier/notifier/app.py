@@ -541,7 +541,7 @@ class NotifierApp:
         if isinstance(event, ExposureSnapshotted):
             self.exposures[event.account] = event
         elif isinstance(event, PipelineHeartbeat):
-            self.watchdog.beat(event)
+            self.watchdog.beat(event, self._clock())
         elif isinstance(event, RiskAlertChanged):
             self._track(event)
             acked = self.silences.ack_of(event.alert_id)

@@ -7,8 +7,8 @@ newest heartbeat (its ``occurred_at``, the ingestor's time) is older than the st
 threshold, the notifier itself raises "monitoring stalled" straight to its channels (the
 pipeline that would carry an alert is what stalled) and resolves it when data flows again.
 
-Watched groups: every group seen since startup, plus the configured ones (a configured group
-that never reports counts from startup). Pure: time comes in as an argument.
+Watched groups: every group seen fresh since startup, plus the configured ones (a configured
+group that never reports counts from startup). Pure: time comes in as an argument.
 """
 
 from __future__ import annotations
@@ -35,8 +35,12 @@ class Watchdog:
     last: dict[str, datetime] = field(default_factory=dict)
     stalled: dict[str, datetime] = field(default_factory=dict)
 
-    def beat(self, heartbeat: PipelineHeartbeat) -> None:
+    def beat(self, heartbeat: PipelineHeartbeat, now: datetime) -> None:
         seen = self.last.get(heartbeat.group)
+        if seen is None and now - heartbeat.occurred_at > self.stall_after:
+            # replaying a backlog (first start, long downtime): a group is watched from
+            # its first fresh heartbeat, or a replay would page "stalled" for a moment
+            return
         if seen is None or heartbeat.occurred_at > seen:
             self.last[heartbeat.group] = heartbeat.occurred_at
 

@@ -37,7 +37,8 @@ def beat(group: str, at: datetime, account: str = "sub_90x") -> PipelineHeartbea
 
 def test_a_group_stalls_once_and_recovers_once() -> None:
     dog = Watchdog(stall_after=timedelta(seconds=30), started_at=T0, expected=frozenset({"b"}))
-    dog.beat(beat("a", T0))
+    dog.beat(beat("old", T0 - timedelta(hours=3)), T0)  # a replayed backlog: not watched
+    dog.beat(beat("a", T0), T0)
     assert dog.check(T0 + timedelta(seconds=29)) == []
     changes = dog.check(T0 + timedelta(seconds=31))
     # "b" never reported since startup: blind for it too
@@ -46,8 +47,9 @@ def test_a_group_stalls_once_and_recovers_once() -> None:
         ("b", AlertTransition.RAISED),
     ]
     assert dog.check(T0 + timedelta(seconds=40)) == []  # raised once, not every check
-    dog.beat(beat("a", T0 + timedelta(seconds=41)))
-    dog.beat(beat("a", T0 + timedelta(seconds=5)))  # an old one arriving late changes nothing
+    now = T0 + timedelta(seconds=42)
+    dog.beat(beat("a", T0 + timedelta(seconds=41)), now)
+    dog.beat(beat("a", T0 + timedelta(seconds=5)), now)  # an old one arriving late: nothing
     [change] = dog.check(T0 + timedelta(seconds=42))
     assert (change.group, change.transition) == ("a", AlertTransition.RESOLVED)
     assert not dog.fresh(T0 + timedelta(seconds=42))  # "b" is still silent
