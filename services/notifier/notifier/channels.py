@@ -7,6 +7,7 @@ they are shown in logs and in ``NotificationFailed.error``.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from enum import StrEnum
@@ -45,10 +46,16 @@ class Channel(Protocol):
 class ConsoleChannel:
     """One readable line per notification on stdout."""
 
-    name = "console"
-    min_interval_seconds = 0.0
-
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        name: str = "console",
+        min_interval_seconds: float = 0.0,
+    ) -> None:
+        self.name = name
+        # paced (e.g. the demo's stand-in for a phone), it gets digests like Telegram
+        self.min_interval_seconds = min_interval_seconds
         self._stream = stream
 
     async def send(self, notification: Notification) -> Attempt:
@@ -62,13 +69,23 @@ class ConsoleChannel:
 
 
 class FileChannel:
-    """Appends one JSON line per notification, with the channel text, to a file."""
+    """Appends one JSON line per notification, with the channel text, to a file; rotated
+    to ``.1`` ... ``.<backups>`` when it would pass ``max_bytes`` (0 = never)."""
 
-    name = "file"
     min_interval_seconds = 0.0
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str = "file",
+        max_bytes: int = 50 * 1024 * 1024,
+        backups: int = 3,
+    ) -> None:
+        self.name = name
         self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
         self._file: IO[bytes] | None = None
 
     def _open(self) -> IO[bytes]:
@@ -77,10 +94,23 @@ class FileChannel:
             self._file = open(self.path, "ab")  # noqa: SIM115 - held open between sends
         return self._file
 
+    def _rotate(self) -> None:
+        """``alerts.jsonl`` -> ``alerts.jsonl.1`` -> ... -> ``.N`` (the oldest is dropped)."""
+        self.close_now()
+        for n in range(self.backups, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            newer = self.path.with_name(f"{self.path.name}.{n - 1}") if n > 1 else self.path
+            if newer.exists():
+                os.replace(newer, older)
+
     async def send(self, notification: Notification) -> Attempt:
+        line = orjson.dumps(notification.record) + b"\n"
         try:
             f = self._open()
-            f.write(orjson.dumps(notification.record) + b"\n")
+            if self.max_bytes and f.tell() and f.tell() + len(line) > self.max_bytes:
+                self._rotate()
+                f = self._open()
+            f.write(line)
             f.flush()
         except OSError as exc:
             self.close_now()

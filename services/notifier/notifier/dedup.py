@@ -5,9 +5,10 @@ calls the message, e.g. a Telegram message_id, so a follow-up can reply to it af
 restart) to a JSON-lines file (flushed and
 fsynced before the delivery counts as done). At startup the file is read back into a bounded
 LRU, so Kafka redelivering records after a restart does not re-send them. A torn last line
-from a crash is skipped. The file is compacted to the newest ``capacity`` entries when it
-has grown past twice that. A crash between a channel accepting a message and this record
-being written can still re-send that one message: at-least-once, never at-most-once.
+from a crash is skipped. The file is compacted to the newest ``capacity`` entries whenever
+it has grown past twice that, at startup and while running. A crash between a channel
+accepting a message and this record being written can still re-send that one message:
+at-least-once, never at-most-once.
 """
 
 from __future__ import annotations
@@ -113,3 +114,8 @@ class DeliveryLog:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._lines += 1
+        if self._lines > 2 * self.capacity and self.path is not None:
+            # compacted while running, not only at startup: the file never grows for ever
+            self._file.close()
+            self._compact(self.path)
+            self._file = open(self.path, "ab")  # noqa: SIM115 - held open for the process lifetime

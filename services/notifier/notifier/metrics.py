@@ -32,3 +32,26 @@ QUEUE_DEPTH = metrics.gauge(
 CHANNEL_ENABLED = metrics.gauge(
     "notifier_channel_enabled", "1 when the channel is configured and on", ["channel"]
 )
+BOT_COMMANDS = metrics.counter(
+    "notifier_bot_commands_total",
+    "Telegram bot commands by outcome (answered, refused: not from a configured chat)",
+    ["outcome"],
+)
+API_REQUESTS = metrics.counter(
+    "notifier_api_requests_total",
+    "Silence API requests by outcome (ok, unauthorized, bad_request)",
+    ["outcome"],
+)
+SILENCED = metrics.counter(
+    "notifier_silenced_total",
+    "Notifications kept off a phone channel by a silence (still written to the file)",
+    ["channel"],
+)
+DEADMAN_PINGS = metrics.counter(
+    "notifier_deadman_pings_total",
+    "Pings of the external dead-man's switch (sent only while every group is fresh)",
+    ["result"],
+)
+STALLED_GROUPS = metrics.gauge(
+    "notifier_stalled_groups", "Ingestor groups whose heartbeats stopped reaching the notifier"
+)

@@ -18,15 +18,15 @@ MAX_RETRY_AFTER_HEADER = 3600.0
 
 
 class SlackChannel:
-    name = "slack"
-
     def __init__(
         self,
         session: aiohttp.ClientSession,
         *,
+        name: str = "slack",
         webhook_url: str,
         min_interval_seconds: float = 1.0,
     ) -> None:
+        self.name = name
         self._session = session
         self._url = webhook_url
         self.min_interval_seconds = min_interval_seconds
@@ -35,7 +35,12 @@ class SlackChannel:
         return text.replace(self._url, "***")
 
     async def send(self, notification: Notification) -> Attempt:
-        body = orjson.dumps({"text": notification.slack, "unfurl_links": False})
+        # Block Kit for the layout; ``text`` is the fallback notifications and screen
+        # readers show (https://api.slack.com/reference/block-kit/blocks)
+        payload: dict[str, object] = {"text": notification.slack, "unfurl_links": False}
+        if notification.slack_blocks:
+            payload["blocks"] = list(notification.slack_blocks)
+        body = orjson.dumps(payload)
         try:
             async with self._session.post(
                 self._url, data=body, headers={"Content-Type": "application/json"}

@@ -14,10 +14,11 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from notifier.app import build_channels
+from notifier.app import NotifierApp, build_channels
 from notifier.dedup import DeliveryLog
 from notifier.delivery import Dispatcher, RetryPolicy
 from notifier.settings import NotifierSettings
+from notifier.silence_store import MemorySilenceStore
 from riskwatch_common.contracts import (
     AlertTransition,
     AnalysisCompleted,
@@ -35,7 +36,9 @@ from riskwatch_common.fakes import (
     FakeTelegram,
     telegram_accepts,
 )
+from riskwatch_common.kafka import RecordMeta
 from riskwatch_common.settings import KafkaSettings
+from riskwatch_common.topics import ALERTS
 
 CHAT_ID = TELEGRAM_CHAT_ID
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -95,6 +98,7 @@ def settings_for(
         "http_port": 0,
         "alerts_file": str(tmp_path / "alerts.jsonl"),
         "delivery_log": str(tmp_path / "delivered.jsonl"),
+        "outbox": str(tmp_path / "outbox.jsonl"),
         "telegram_bot_token": SecretStr(telegram.token) if telegram else None,
         "telegram_chat_id": CHAT_ID if telegram else None,
         "telegram_api_base": telegram.base if telegram else "https://api.telegram.org",
@@ -193,7 +197,7 @@ def make_alert(
         reason=reason,
         numbers=numbers
         if numbers is not None
-        else {"net_exposure_usd": Decimal("12500"), "threshold_usd": Decimal("10000")},
+        else {"net": Decimal("12500.4"), "threshold": Decimal("10000")},
     )
 
 
@@ -235,3 +239,72 @@ def make_analysis_fixture() -> Any:
 def telegram_accepts_fixture() -> Any:
     """Whether the fake Telegram would parse a text sent with parse_mode=HTML."""
     return telegram_accepts
+
+
+META = RecordMeta(ALERTS, ALERTS.name, 0, 0, None, 0)
+
+
+class Clock:
+    """The app's injected wall clock; tests move it."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def make_app(fake_time: FakeTime) -> AsyncIterator[Any]:
+    """A NotifierApp without Kafka: channels, dispatcher, silences in memory, fake time."""
+    apps: list[NotifierApp] = []
+
+    async def _make(settings: NotifierSettings, clock: Clock) -> NotifierApp:
+        app = NotifierApp(
+            settings,
+            clock=clock,
+            sleep=fake_time.sleep,
+            monotonic=fake_time.monotonic,
+            silence_store=MemorySilenceStore(),
+        )
+        app.delivery_log.open()
+        app.outbox.open()
+        app.dispatcher.start()
+        await app.start_silences()
+        apps.append(app)
+        return app
+
+    yield _make
+    for app in apps:
+        await stop_app(app)
+
+
+async def stop_app(app: NotifierApp) -> None:
+    """What a process exit leaves behind: the files; nothing in memory."""
+    for task in app._tasks:
+        task.cancel()
+    await app.dispatcher.stop()
+    await app.session.close()
+    app.delivery_log.close()
+    app.outbox.close()
+
+
+@pytest.fixture(name="stop_app")
+def stop_app_fixture() -> Any:
+    return stop_app
+
+
+@pytest.fixture(name="handle")
+def handle_fixture() -> Any:
+    async def _handle(app: NotifierApp, *events: Any) -> None:
+        """Handle records as the consumer would and wait for every channel's outcome."""
+        for event in events:
+            await app.handle(event, META)
+        app.settle(await app.finish_batch())
+
+    return _handle

@@ -33,7 +33,8 @@ async def test_alert_is_delivered_on_every_enabled_channel(
     assert message["parse_mode"] == "HTML"  # the fake parses it like Telegram does
     assert message["link_preview_options"] == {"is_disabled": True}
     assert message["text"] == from_alert(alert).html
-    assert slack.messages[0]["text"].startswith("🚨 *HIGH* net_exposure_usd raised")
+    assert slack.messages[0]["text"] == "🔴 HIGH · main · net exposure 12,500 USD"
+    assert [b["type"] for b in slack.messages[0]["blocks"]] == ["section", "context"]
     assert "corr=corr-7f3a" in stack.stdout.getvalue()
     [line] = (tmp_path / "alerts.jsonl").read_bytes().splitlines()
     record = orjson.loads(line)
@@ -99,15 +100,17 @@ async def test_telegram_429_without_parameters_backs_off_instead(
     assert 1.5 <= fake_time.sleeps[0] <= 2  # first backoff step, jittered down by at most 25 %
 
 
-async def test_telegram_asking_to_wait_longer_than_the_cap_fails_the_delivery(
+async def test_telegram_asking_to_wait_longer_than_the_cap_is_left_to_the_outbox(
     tmp_path: Path, telegram: Any, make_stack: Any, settings_for: Any, make_alert: Any
 ) -> None:
     telegram.fail(429, "Too Many Requests: retry after 600", {"retry_after": 600})
     stack = await make_stack(settings_for(tmp_path, telegram=telegram))
     outcome = (await stack.send(from_alert(make_alert())))["telegram"]
     assert not outcome.delivered
-    assert telegram.requests == 1
-    assert "600 s, over the 60 s cap" in outcome.error
+    assert telegram.requests == 1  # not waited in line: later messages would stall
+    assert "600 s, over the 60 s in-line cap" in outcome.error
+    assert outcome.retryable
+    assert outcome.retry_after == 600
 
 
 async def test_parse_entities_error_resends_once_as_plain_text(
@@ -187,7 +190,8 @@ async def test_analysis_is_sent_as_a_reply_to_its_alert_message(
         "message_id": 101,
         "allow_sending_without_reply": True,
     }
-    assert "re alert <code>main:net_exposure_usd:BTCUSDT</code>" in follow_up["text"]
+    assert "<b>Reduce BTCUSDT</b> by 2,500 USD" in follow_up["text"]
+    assert "main:net_exposure_usd" not in follow_up["text"]  # ids stay off the phone
     assert "reply_parameters" not in first
 
 
@@ -343,3 +347,24 @@ async def test_duplicate_while_the_first_is_still_queued_is_skipped(
     for future in first:
         await future
     assert len(telegram.messages) == 1
+
+
+async def test_the_alerts_file_is_rotated_while_running_and_keeps_its_backups(
+    tmp_path: Path, make_alert: Any
+) -> None:
+    from notifier.channels import FileChannel
+
+    path = tmp_path / "alerts.jsonl"
+    channel = FileChannel(path, max_bytes=4000, backups=2)
+    for _ in range(40):
+        assert (await channel.send(from_alert(make_alert()))).result == "delivered"
+    await channel.close()
+    check_rotated(tmp_path)
+
+
+def check_rotated(directory: Path) -> None:
+    files = sorted(directory.iterdir())
+    assert [p.name for p in files] == ["alerts.jsonl", "alerts.jsonl.1", "alerts.jsonl.2"]
+    assert all(p.stat().st_size <= 4000 for p in files)
+    for p in files:  # every line whole: rotation never cuts a record
+        assert all(orjson.loads(line)["kind"] == "alert" for line in p.read_bytes().splitlines())

@@ -2,25 +2,159 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from notifier.messages import from_alert, from_analysis, slack_escape
-from riskwatch_common.contracts import AlertTransition, NotificationKind
-from riskwatch_common.text import format_number
+from notifier.messages import (
+    TELEGRAM_LIMIT,
+    Context,
+    from_alert,
+    from_analysis,
+    slack_escape,
+    split_html,
+)
+from riskwatch_common.contracts import (
+    ActionKind,
+    AlertTransition,
+    ExposureScope,
+    ExposureSnapshotted,
+    NotificationKind,
+    PositionExposure,
+    RiskLevel,
+    Severity,
+    Side,
+    SuggestedAction,
+)
+from riskwatch_common.text import plain_text
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
-def test_alert_html_states_severity_rule_account_numbers_and_ids(
+def snapshot(distance: str = "12.34", account: str = "sub_90x") -> ExposureSnapshotted:
+    pos = PositionExposure(
+        account=account,
+        symbol="BTCUSDT",
+        side=Side.BUY,
+        size=Decimal("5.714285714285714"),
+        notional=Decimal("396000.123456"),
+        liquidation_distance_pct=Decimal(distance),
+    )
+    return ExposureSnapshotted(
+        event_id="x",
+        occurred_at=NOW,
+        produced_at=NOW,
+        source="risk-processor/0",
+        correlation_id="c",
+        scope=ExposureScope.ACCOUNT,
+        account=account,
+        total_long=Decimal("396000.12"),
+        total_short=Decimal(0),
+        net=Decimal("396000.123456"),
+        gross=Decimal("396000.12"),
+        equity=Decimal("48210.456"),
+        unrealised_pnl=Decimal("-2310.5049"),
+        account_mm_rate=Decimal("0.51702703"),
+        risk_level=RiskLevel.HIGH,
+        positions=(pos,),
+    )
+
+
+def liquidation_alert(make_alert: Any, **kw: Any) -> Any:
+    return make_alert(
+        account="sub_90x",
+        rule="liquidation_distance",
+        subject="BTCUSDT",
+        reason="BTCUSDT is 4.76% from liquidation (mark 67500.1, liquidation 64287)",
+        numbers={"liq_distance_pct": Decimal("4.7619047619047619047619"), "size": Decimal(5)},
+        **kw,
+    )
+
+
+def test_headline_states_severity_account_and_how_far_in_rounded_numbers(
     make_alert: Any, telegram_accepts: Any
 ) -> None:
-    alert = make_alert()
-    n = from_alert(alert)
-    assert n.kind == NotificationKind.ALERT
-    assert n.source_event_id == alert.event_id
-    assert n.html.startswith("🚨 <b>HIGH</b> net_exposure_usd raised · <b>main</b> / BTCUSDT")
-    assert "<code>net_exposure_usd=12,500, threshold_usd=10,000</code>" in n.html
-    assert "corr <code>corr-7f3a</code>" in n.html
+    n = from_alert(liquidation_alert(make_alert), Context(snapshot(), ZoneInfo("Europe/Berlin")))
+    assert n.headline == "🔴 HIGH · sub_90x · BTCUSDT 4.8% from liquidation"
+    assert n.html.startswith("<b>🔴 HIGH · sub_90x · BTCUSDT 4.8% from liquidation</b>\n")
+    # quick stats from the latest snapshot, rounded by kind; local time, human rule name
+    assert (
+        "<i>Equity 48,210 USD · Net 396,000 USD · UPL -2,310.50 USD · MM 51.7% · 1 position</i>"
+        in n.html
+    )
+    assert n.html.endswith("\nClose to liquidation · Mon 2 Mar 13:00 CET")
+    assert "liquidation_distance" not in n.html  # no rule ids, no ids on the phone
+    assert "corr-7f3a" not in n.html
+    assert n.alert_id not in n.html
     assert telegram_accepts(n.html)
+
+
+def test_action_line_renders_the_engines_computed_action(make_alert: Any) -> None:
+    action = SuggestedAction(
+        kind=ActionKind.ADD_MARGIN,
+        account="sub_90x",
+        amount_usd=Decimal("21333.3333333"),
+        alternatives=(
+            SuggestedAction(
+                kind=ActionKind.REDUCE_POSITION,
+                account="sub_90x",
+                symbol="BTCUSDT",
+                qty=Decimal("5.71428571428571428571428571"),
+                amount_usd=Decimal("396000.0001"),
+            ),
+        ),
+    )
+    alert = liquidation_alert(make_alert).model_copy(update={"action": action})
+    n = from_alert(alert)
+    assert (
+        "👉 <b>add at least 21,334 USDT margin or cut BTCUSDT by 5.71 BTC (396,000 USD)</b>"
+        in n.html
+    )
+    assert "5.714" not in n.plain
+    assert n.record["action"]["kind"] == "add_margin"
+
+
+def test_resolve_says_what_the_measure_is_now(make_alert: Any) -> None:
+    alert = liquidation_alert(make_alert, transition=AlertTransition.RESOLVED)
+    n = from_alert(alert, Context(snapshot("12.34")))
+    assert n.headline == "✅ RESOLVED · sub_90x · BTCUSDT back to 12.3% from liquidation"
+    assert "👉" not in n.html
+
+
+def test_resolves_of_account_rules_state_the_current_figure(make_alert: Any) -> None:
+    now = snapshot()
+    for rule, expected in [
+        ("account_mm_rate", "MM rate back to 51.7%"),
+        ("net_exposure_usd", "net exposure back to 396,000 USD"),
+        ("unrealized_loss", "unrealized P&L now -2,310.50 USD"),
+    ]:
+        alert = make_alert(
+            account="sub_90x", rule=rule, subject="account", transition=AlertTransition.RESOLVED
+        )
+        assert from_alert(alert, Context(now)).headline == f"✅ RESOLVED · sub_90x · {expected}"
+    # without a snapshot it still says what cleared, never a stale number
+    alert = make_alert(rule="unrealized_loss", transition=AlertTransition.RESOLVED)
+    assert from_alert(alert).headline == "✅ RESOLVED · main · BTCUSDT unrealized loss cleared"
+
+
+def test_escalation_is_marked_and_ids_go_to_slack_context_and_file_only(
+    make_alert: Any,
+) -> None:
+    alert = make_alert(severity=Severity.CRITICAL, transition=AlertTransition.ESCALATED)
+    n = from_alert(alert)
+    assert n.headline.startswith("🚨 CRITICAL ↑ · main · ")
+    context = n.slack_blocks[-1]
+    assert context["type"] == "context"
+    assert "corr `corr-7f3a`" in context["elements"][-1]["text"]
+    assert n.record["correlation_id"] == "corr-7f3a"
+    assert "corr-7f3a" not in n.plain
+
+
+def test_reminder_says_how_long_the_alert_has_been_open(make_alert: Any) -> None:
+    alert = make_alert()
+    n = from_alert(alert, Context(reminder_open_since=NOW - timedelta(minutes=45)))
+    assert "🔁 still open after 45 min" in n.plain
 
 
 def test_alert_text_from_the_exchange_is_escaped_for_each_channel(
@@ -29,38 +163,34 @@ def test_alert_text_from_the_exchange_is_escaped_for_each_channel(
     alert = make_alert(rule="pnl<-1000", reason="loss <b>&</b> rising", subject="A&B")
     n = from_alert(alert)
     assert telegram_accepts(n.html)
-    assert "pnl&lt;-1000" in n.html
     assert "loss &lt;b&gt;&amp;&lt;/b&gt; rising" in n.html
-    assert "pnl&lt;-1000" in n.slack
-    assert "A&amp;B" in n.slack
-    assert "pnl<-1000" in n.plain  # plain text is sent without parse_mode: no escaping
+    assert "A&amp;B" in n.slack_blocks[0]["text"]["text"]
+    assert "loss <b>&</b> rising" in n.plain  # plain text is sent without parse_mode
 
 
-def test_console_line_is_one_line_with_the_correlation_id(make_alert: Any) -> None:
-    alert = make_alert(reason="first line\nsecond line", transition=AlertTransition.RESOLVED)
+def test_console_line_is_one_line_with_the_ids(make_alert: Any) -> None:
+    alert = make_alert(reason="first line\nsecond line")
     line = from_alert(alert).console
     assert "\n" not in line
-    assert line.startswith("[ALERT resolved] HIGH main/BTCUSDT net_exposure_usd: first line")
+    assert line.startswith("[raised] 🔴 HIGH · main · net exposure 12,500 USD | first line")
     assert f"event={alert.event_id}" in line
     assert line.endswith("corr=corr-7f3a")
 
 
 def test_file_record_has_every_field_and_exact_numbers(make_alert: Any) -> None:
-    alert = make_alert(numbers={"net_exposure_usd": Decimal("12500.123456789")})
+    alert = make_alert(numbers={"net": Decimal("12500.123456789")})
     record = from_alert(alert).record
     assert record["event_id"] == alert.event_id
     assert record["alert_id"] == "main:net_exposure_usd:BTCUSDT"
-    assert record["account"] == "main"
     assert record["rule"] == "net_exposure_usd"
     assert record["severity"] == "HIGH"
     assert record["transition"] == "raised"
-    assert record["reason"] == alert.reason
-    assert record["numbers"] == {"net_exposure_usd": "12500.123456789"}
+    assert record["numbers"] == {"net": "12500.123456789"}
     assert record["correlation_id"] == "corr-7f3a"
-    assert record["text"].startswith("🚨 HIGH net_exposure_usd raised")
+    assert record["text"].startswith("🔴 HIGH · main · net exposure 12,500 USD")
 
 
-def test_analysis_follow_up_names_its_alert_and_keeps_only_safe_html(
+def test_analysis_follow_up_is_short_and_keeps_only_safe_html(
     make_alert: Any, make_analysis: Any, telegram_accepts: Any
 ) -> None:
     alert = make_alert()
@@ -68,18 +198,21 @@ def test_analysis_follow_up_names_its_alert_and_keeps_only_safe_html(
     n = from_analysis(analysis)
     assert n.kind == NotificationKind.ANALYSIS
     assert n.alert_event_id == alert.event_id
-    assert n.source_event_id == analysis.event_id
     assert "<b>Cut</b> now &amp; <i>hedge</i>" in n.html
-    assert "re alert <code>main:net_exposure_usd:BTCUSDT</code>" in n.html
-    assert "(AI gpt-4.1)" in n.html
-    assert "• Short 0.1 BTCUSDT perp" in n.html
+    assert n.html.startswith("<i>💬 AI gpt-4.1 on main · Net exposure</i>")
     assert telegram_accepts(n.html)
-    assert "Cut now & hedge" in n.plain
     assert n.record["alert_event_id"] == alert.event_id
-    assert n.record["kind"] == "analysis"
 
 
-def test_format_number_and_slack_escape() -> None:
-    assert format_number(Decimal("-1234.5678")) == "-1,234.57"
-    assert format_number(Decimal("0.00560000")) == "0.0056"
+def test_split_keeps_every_part_under_the_limit_and_valid_html(telegram_accepts: Any) -> None:
+    line = "<b>bold &amp; long</b> text <i>italic " + "x" * 90 + "</i>\n"
+    text = "<b>head</b>\n" + line * 120 + "<code>" + "y" * 5000 + "</code>"
+    parts = split_html(text, TELEGRAM_LIMIT)
+    assert len(parts) >= 3
+    assert all(len(p) <= TELEGRAM_LIMIT for p in parts)
+    assert all(telegram_accepts(p) for p in parts)
+    assert "".join(plain_text(p) for p in parts) == plain_text(text)
+
+
+def test_slack_escape() -> None:
     assert slack_escape("a<b>&c") == "a&lt;b&gt;&amp;c"

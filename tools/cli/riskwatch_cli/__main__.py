@@ -11,7 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
-from riskwatch_cli import init, monitoring, query
+from riskwatch_cli import init, messages, monitoring, query, silence
 from riskwatch_cli.demo import run_demo
 from riskwatch_cli.doctor import doctor
 from riskwatch_common.broker import BrokerError, local_broker
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="run broker, simulator and all services (DEMO_SECONDS=N)")
     d.set_defaults(func=lambda _: run_demo())
     init.add_parser(sub)
+    messages.add_parser(sub)
+    silence.add_parsers(sub)
     mon = sub.add_parser("monitoring", help="write the PrometheusRule from the rules file")
     mon.add_argument("--check", action="store_true", help="fail if it is out of date")
     mon.set_defaults(func=lambda a: monitoring.run(a.check))

@@ -519,6 +519,35 @@ class NotificationFailed(NotificationOutcome):
     error: str
 
 
+class SilenceScope(StrEnum):
+    """What a silence matches: every alert of an account, a rule or a symbol, or one
+    alert's repeats (an acknowledgement)."""
+
+    ACCOUNT = "account"
+    RULE = "rule"
+    SYMBOL = "symbol"
+    ACK = "ack"  # value is an alert id: no more repeats of it until it resolves
+
+
+class SilenceChanged(Event):
+    """A silence set or lifted, from a Telegram command, the CLI or the notifier's API.
+
+    The latest record per ``silence_id`` (the key; the topic is compacted) is current. A
+    muted alert still reaches the file channel; phones do not get it until ``until``.
+    """
+
+    event_type: Literal["SilenceChanged"] = "SilenceChanged"
+    silence_id: str
+    scope: SilenceScope
+    value: str = Field(description="The account, rule id, symbol, or alert id (ack).")
+    until: AwareDatetime | None = Field(
+        default=None, description="End of the silence; None: until lifted (ack: resolved)."
+    )
+    active: bool = Field(default=True, description="False: the silence was lifted.")
+    by: str = Field(default="", description="Who set it: 'telegram:<chat>', 'cli', 'api'.")
+    reason: str = ""
+
+
 # --------------------------------------------------------------------------- dead letters
 
 
@@ -570,6 +599,7 @@ def event_models() -> dict[str, type[BaseModel]]:
         AiSpendRecorded,
         NotificationDelivered,
         NotificationFailed,
+        SilenceChanged,
         RecordDeadLettered,
     ]
     return {m.__name__: m for m in models}

@@ -1,16 +1,17 @@
 """Local fakes of the outside HTTP systems, speaking their real protocol.
 
-The Telegram Bot API (``sendMessage``, ``getChat``), a Slack incoming webhook and an
-OpenAI-compatible LLM gateway (HolySheep), each a real aiohttp server on loopback: the
-notifier's tests, ``riskwatch doctor``'s tests and ``bench/e2e.py`` talk to them over real
-HTTP. A test queues replies (errors, rate limits, a hung request) to script what
-the service answers next; every accepted message is kept, with the wall-clock time its
-request arrived (what the end-to-end benchmark measures to).
+The Telegram Bot API (``sendMessage``, ``getChat``, ``getUpdates`` long polling), a Slack
+incoming webhook and an OpenAI-compatible LLM gateway (HolySheep), each a real aiohttp
+server on loopback: the notifier's tests, ``riskwatch doctor``'s tests and
+``bench/e2e.py`` talk to them over real HTTP. A test queues replies (errors, rate limits,
+a hung request) to script what the service answers next; every accepted message is kept,
+with the wall-clock time its request arrived (what the end-to-end benchmark measures to).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -143,6 +144,12 @@ class FakeTelegram(FakeHttpServer):
         self.received: list[Received] = []  # the same, with arrival times
         self.requests = 0
         self._next_id = 100
+        self.by_request: dict[int, Reply] = {}  # the reply to the n-th request (1-based)
+        self.updates: list[dict[str, Any]] = []  # what getUpdates hands out
+        self.update_offsets: list[int] = []  # the offset of every getUpdates call
+        self._next_update = 5000
+        self.down = False  # while set, sendMessage answers 502 Bad Gateway (an outage)
+        self._update_arrived = asyncio.Event()
 
     @property
     def base(self) -> str:
@@ -152,6 +159,7 @@ class FakeTelegram(FakeHttpServer):
         return [
             web.post("/bot{token}/sendMessage", self._send),
             web.post("/bot{token}/getChat", self._get_chat),
+            web.post("/bot{token}/getUpdates", self._get_updates),
             web.get("/bot{token}/getChat", self._get_chat),
         ]
 
@@ -179,8 +187,14 @@ class FakeTelegram(FakeHttpServer):
             return await self._respond(
                 Reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
             )
+        if self.down:
+            return await self._respond(self.error(502, "Bad Gateway"))
+        if self.requests in self.by_request:
+            return await self._respond(self.by_request.pop(self.requests))
         if self.replies:
             return await self._respond(self.replies.popleft())
+        if len(payload.get("text", "")) > 4096:
+            return await self._respond(self.error(400, "Bad Request: message is too long"))
         if payload.get("parse_mode") == "HTML" and not telegram_accepts(payload["text"]):
             return await self._respond(
                 self.error(400, "Bad Request: can't parse entities: unsupported start tag")
@@ -191,6 +205,45 @@ class FakeTelegram(FakeHttpServer):
         return await self._respond(
             Reply(200, {"ok": True, "result": {"message_id": self._next_id, "text": "..."}})
         )
+
+    def user_says(self, chat_id: str, text: str, *, reply_to_message_id: int | None = None) -> int:
+        """A person writes ``text`` in ``chat_id``: the next getUpdates returns it.
+
+        Returns the update id; a bot has handled it once it polls with a higher offset."""
+        update_id = self._next_update
+        self._next_update += 1
+        message: dict[str, Any] = {
+            "message_id": 4000 + update_id,
+            "date": int(time.time()),
+            "chat": {
+                "id": int(chat_id),
+                "type": "supergroup" if chat_id.startswith("-") else "private",
+            },
+            "from": {"id": 42, "is_bot": False, "first_name": "Trader"},
+            "text": text,
+        }
+        if reply_to_message_id is not None:
+            message["reply_to_message"] = {"message_id": reply_to_message_id}
+        self.updates.append({"update_id": update_id, "message": message})
+        self._update_arrived.set()
+        return update_id
+
+    async def _get_updates(self, request: web.Request) -> web.Response:
+        """Long polling as the Bot API does it: updates from ``offset`` on (earlier ones
+        are confirmed and forgotten), waiting up to ``timeout`` seconds for one."""
+        if request.match_info["token"] != self.token:
+            return await self._respond(self.error(401, "Unauthorized"))
+        body = await request.json() if request.can_read_body else {}
+        offset = int(body.get("offset") or 0)
+        self.update_offsets.append(offset)
+        self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        if not self.updates:
+            self._update_arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._update_arrived.wait(), timeout=float(body.get("timeout") or 0)
+                )
+        return await self._respond(Reply(200, {"ok": True, "result": self.updates[:100]}))
 
     @staticmethod
     def error(status: int, description: str, parameters: dict[str, Any] | None = None) -> Reply:
@@ -206,21 +259,47 @@ class FakeTelegram(FakeHttpServer):
 
 
 class FakeSlack(FakeHttpServer):
-    """A Slack incoming webhook: ``POST`` of a JSON payload, ``ok`` in plain text."""
+    """A Slack incoming webhook (``POST`` of a JSON payload, ``ok`` in plain text) and the
+    Web API's ``chat.postMessage`` with a bot token (JSON ``{"ok": true, "ts": ...}``)."""
 
     PATH = "/services/T0ABCDEF1/B0ABCDEF2/q7Xw9kLmN2pR4sT6vY8zA1bC"
+    BOT_TOKEN = "xoxb-1234567890-0987654321-fAkEbOtToKeNfOrTeStS"
+    CHANNELS = frozenset({"C0RISKDESK"})
 
     def __init__(self) -> None:
         super().__init__()
         self.messages: list[dict[str, Any]] = []
+        self.posts: list[dict[str, Any]] = []  # accepted chat.postMessage payloads
         self.requests = 0
+        self._ts = 1712345678.0001
 
     @property
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.PATH}"
 
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(self.PATH, self._post)]
+        return [
+            web.post(self.PATH, self._post),
+            web.post("/api/chat.postMessage", self._post_message),
+        ]
+
+    async def _post_message(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        if request.headers.get("Authorization") != f"Bearer {self.BOT_TOKEN}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        payload = await request.json()
+        if self.replies:
+            return await self._respond(self.replies.popleft())
+        if payload.get("channel") not in self.CHANNELS:
+            return web.json_response({"ok": False, "error": "channel_not_found"})
+        self._ts += 0.0001
+        ts = f"{self._ts:.6f}"
+        self.posts.append({**payload, "ts": ts})
+        return web.json_response({"ok": True, "channel": payload["channel"], "ts": ts})
 
     async def _post(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -233,6 +312,27 @@ class FakeSlack(FakeHttpServer):
     def fail(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
         """The next request gets this status and text."""
         self.replies.append(Reply(status, text, headers or {}))
+
+
+class FakeDeadman(FakeHttpServer):
+    """An outside dead-man's switch (healthchecks.io style): ``GET /ping/<uuid>`` is a ping."""
+
+    PATH = "/ping/5f1c0c9e-2b7a-4e51-9a43-0d2f6c1b7e88"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pings: list[float] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.PATH}"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get(self.PATH, self._ping)]
+
+    async def _ping(self, _: web.Request) -> web.Response:
+        self.pings.append(time.time())
+        return web.Response(status=200, text="OK")
 
 
 def completion(

@@ -22,6 +22,7 @@ class KeyKind(StrEnum):
     ACCOUNT_OR_PORTFOLIO = "account, or 'portfolio' for the aggregate"
     SOURCE_KEY = "the failed record's key"
     BUDGET = "the analyst's budget key (consumer group/instance)"
+    SILENCE = "the silence id"
 
 
 class CleanupPolicy(StrEnum):
@@ -153,6 +154,17 @@ NOTIFICATIONS = TopicSpec(
     retention_ms=30 * _DAY_MS,
     dead_letter="notify.deliveries.dlq.v1",
 )
+SILENCES = TopicSpec(
+    name="notify.silences.v1",
+    value=c.SilenceChanged,
+    key=KeyKind.SILENCE,
+    description=(
+        "Mutes, snoozes and acknowledgements set from Telegram, the CLI or the notifier's "
+        "API; the latest record per silence id is current, read back at notifier startup."
+    ),
+    cleanup=CleanupPolicy.COMPACT,
+    dead_letter="notify.silences.dlq.v1",
+)
 
 DATA_TOPICS: tuple[TopicSpec, ...] = (
     ACCOUNT_EVENTS,
@@ -164,6 +176,7 @@ DATA_TOPICS: tuple[TopicSpec, ...] = (
     AI_SPEND,
     HEARTBEATS,
     NOTIFICATIONS,
+    SILENCES,
 )
 
 
