@@ -512,9 +512,20 @@ class RecordDeadLettered(BaseModel):
     source_offset: int | None = None
     source: str = Field(description="'topic[partition]@offset', or what produced the raw input.")
     key: str | None = None
-    value: str = Field(description="The failed record, UTF-8 text (invalid bytes replaced).")
+    value: str = Field(
+        description="The failed record, UTF-8 text (invalid bytes replaced); only its "
+        "first bytes when value_truncated."
+    )
+    value_length: int | None = Field(default=None, description="Bytes of the raw value.")
+    value_sha256: str | None = Field(default=None, description="SHA-256 of the raw value.")
+    value_truncated: bool | None = Field(
+        default=None, description="Whether value holds only the first bytes of the record."
+    )
     error_type: str
     error: str
+    reason: str | None = Field(
+        default=None, description="What failed: decode, key, handle, reserved, ..."
+    )
     service: str
     failed_at: datetime
 
