@@ -26,9 +26,10 @@ $(UV):
 install: .venv/.synced ## install Python and all workspace members into .venv
 
 .PHONY: lint
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, and the processor's import contract
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) pytest -q -p no:cacheprovider services/risk_processor/tests/test_processor_imports.py
 
 .PHONY: fmt
 fmt: install ## format and auto-fix

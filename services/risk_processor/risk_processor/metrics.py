@@ -31,6 +31,9 @@ class Metrics:
     platform_changes: Counter
     replayed_alerts_suppressed: Counter
     evaluation_failures: Counter
+    alert_publish_retries: Counter
+    dead_letter_retries: Counter
+    heartbeats_forwarded: Counter
     accounts: Gauge
     input_lag_seconds: Histogram
     account_net_exposure: Gauge
@@ -114,6 +117,18 @@ def build() -> Metrics:
         ),
         evaluation_failures=m.counter(
             f"{p}_evaluation_failures_total", "Evaluations that raised", ["scope"]
+        ),
+        alert_publish_retries=m.counter(
+            f"{p}_alert_publish_retries_total",
+            "Alert transitions sent again because their first send failed",
+        ),
+        dead_letter_retries=m.counter(
+            f"{p}_dead_letter_retries_total",
+            "Dead letters sent again because their first send failed",
+        ),
+        heartbeats_forwarded=m.counter(
+            f"{p}_heartbeats_forwarded_total",
+            "Pipeline heartbeats forwarded to the heartbeats topic",
         ),
         accounts=m.gauge(f"{p}_accounts", "Accounts held by this worker"),
         input_lag_seconds=m.histogram(

@@ -10,8 +10,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from risk_processor import codec, state
-from risk_processor.codec import JsonValue, Utf8Key
 from risk_processor.engine import AlertState, Severity
+from risk_processor.faust_codecs import JsonValue, Utf8Key
 from risk_processor.testing import (
     BRIEF_BTC_TIERS,
     T0,

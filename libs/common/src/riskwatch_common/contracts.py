@@ -12,7 +12,7 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -530,6 +530,29 @@ class RecordDeadLettered(BaseModel):
     failed_at: datetime
 
 
+class ReevaluationRequested(BaseModel):
+    """Internal to the risk processor: re-evaluate ``account`` (its marks or tier tables
+    moved, or a time-based rule is due). Not an ``Event``: nothing outside reads it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    account: str = Field(min_length=1)
+    reason: str = Field(description="mark, tiers, timer or deadline")
+
+
+class AccountExposureNoted(BaseModel):
+    """Internal to the risk processor: an account's latest exposure for the portfolio stage,
+    in the processor's own exposure wire form (``e``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    account: str = Field(min_length=1)
+    at: int = Field(description="Evaluation time, epoch ms.")
+    corr: str = Field(description="Correlation id of the causing input.")
+    produced: int = Field(description="produced_at of the causing input, epoch ms.")
+    e: dict[str, Any] = Field(description="The exposure (risk_processor.codec wire form).")
+
+
 AccountEventUnion = Annotated[
     PositionUpdated
     | OrderUpdated
@@ -557,6 +580,8 @@ def event_models() -> dict[str, type[BaseModel]]:
         AnalysisCompleted,
         AiSpendRecorded,
         NotificationDelivered,
+        ReevaluationRequested,
+        AccountExposureNoted,
         NotificationFailed,
         RecordDeadLettered,
     ]
