@@ -38,7 +38,7 @@ fmt: install ## format and auto-fix
 
 .PHONY: typecheck
 typecheck: install ## mypy (strict) over libs, services, tools and bench
-	$(RUN) mypy libs/common/src tools/cli bench $(foreach s,ingestor risk_processor ai_analyst notifier bybit_sim,services/$(s)/$(s))
+	$(RUN) mypy libs/common/src tools/cli bench services/risk_processor/bench $(foreach s,ingestor risk_processor ai_analyst notifier bybit_sim,services/$(s)/$(s))
 
 .PHONY: unit
 unit: install promtool ## tests that need no broker
@@ -82,7 +82,7 @@ bench-ingest: install ## ingestor throughput and latency on a fresh local broker
 
 .PHONY: bench-risk
 bench-risk: install ## risk processor throughput and latency on a fresh local broker
-	$(RUN) python -m risk_processor.bench
+	$(RUN) python services/risk_processor/bench/bench_risk.py $(BENCH_ARGS)
 
 .PHONY: bench-e2e
 bench-e2e: install ## exchange frame -> fake Telegram latency, whole pipeline (E2E_ARGS="--seconds 15")

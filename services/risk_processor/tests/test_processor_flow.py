@@ -12,9 +12,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from processor_testkit import mark, position, publish, publish_raw, read_models, running
 from risk_processor.outputs import Cause
 from risk_processor.state import EMPTY_RISK
-from risk_processor.testing import mark, position, publish, publish_raw, read_models, running
 from riskwatch_common.contracts import (
     AlertTransition,
     ExposureScope,

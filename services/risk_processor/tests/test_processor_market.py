@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from risk_processor.testing import (
+from processor_testkit import (
     BRIEF_BTC_TIERS,
     mark,
     position,

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from processor_testkit import T0, position
 from risk_processor import state
 from risk_processor.coalesce import Coalescer, Throttle
 from risk_processor.config import parse_config
@@ -18,7 +19,6 @@ from risk_processor.metrics import build as build_metrics
 from risk_processor.outbox import Outbox, PublishedAlerts
 from risk_processor.outputs import Cause
 from risk_processor.reevaluate import Reevaluator, fingerprint
-from risk_processor.testing import T0, position
 from riskwatch_common.contracts import Side
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.testkit import FakeClock, make_alert

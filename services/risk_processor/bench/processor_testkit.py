@@ -1,6 +1,7 @@
 """Test support for the risk processor: event builders and an in-process runner.
 
-Used by this service's tests and its benchmark; nothing here runs in production. The
+Used by this service's tests and its benchmark; not in the production package (the wheel
+holds `risk_processor` only) and on the test path through `pythonpath` in pyproject.toml. The
 builders fill every envelope field so a test states only what it is about.
 """
 
