@@ -29,7 +29,14 @@ from risk_processor.agents.portfolio import PortfolioAgent
 from risk_processor.batching import STALE, BatchTopic, run_batches
 from risk_processor.coalesce import Coalescer, Throttle
 from risk_processor.config import RiskConfig, load_config
-from risk_processor.faust_app import build_app, changelog_specs, declare_tables
+from risk_processor.faust_app import (
+    abandon_unacked,
+    build_app,
+    changelog_specs,
+    check_partitions,
+    consumer_state,
+    declare_tables,
+)
 from risk_processor.metrics import build as build_metrics
 from risk_processor.outbox import Outbox, PublishedAlerts
 from risk_processor.reevaluate import Reevaluator
@@ -37,9 +44,8 @@ from risk_processor.settings import RiskProcessorSettings
 from risk_processor.tables import TableWriter
 from risk_processor.transport import DELIVERY, quiet_faust_logs
 from riskwatch_common.clock import Clock, utc_now
-from riskwatch_common.kafka import BrokerProbe, ensure_topics, partition_counts
+from riskwatch_common.kafka import BrokerProbe, ensure_topics
 from riskwatch_common.runtime import Health, HttpServer, add_to_dump
-from riskwatch_common.settings import ConfigError
 from riskwatch_common.topics import (
     ACCOUNT_EVENTS,
     ACCOUNT_EXPOSURES,
@@ -286,11 +292,21 @@ class RiskProcessor:
                 *self._changelogs(),
             ],
         )
-        await self._check_partitions()
+        await check_partitions(
+            self.kafka,
+            [
+                *self.names.values(),
+                *(s.qualified(self.kafka.topic_namespace) for s in self._changelogs()),
+                *(
+                    dead_letter_of(s).qualified(self.kafka.topic_namespace)
+                    for s in (*INPUT_TOPICS, *INTERNAL_TOPICS)
+                ),
+            ],
+        )
         # Faust creates only the last level of its data dir (RocksDB files live there).
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.http.start()
-        add_to_dump("consumer", self._consumer_state)
+        add_to_dump("consumer", lambda: consumer_state(self.app, self.ctx.records_handled))
         add_to_dump("delivery", lambda: {k: _by_tp(v) for k, v in DELIVERY.items()})
         add_to_dump("stale", lambda: _by_tp(STALE))
         probe = asyncio.ensure_future(
@@ -313,6 +329,7 @@ class RiskProcessor:
                     # Unhealthy at once: a liveness probe must not wait for Faust.
                     http_up = False
                     await self.http.stop()
+                    abandon_unacked(self.app)
                 stop = asyncio.ensure_future(self.app.stop())
                 done, _ = await asyncio.wait({stop}, timeout=STOP_TIMEOUT_S)
                 if not done:
@@ -327,89 +344,6 @@ class RiskProcessor:
 
     def _changelogs(self) -> list[TopicSpec]:
         return changelog_specs(self.app, self.kafka.topic_namespace)
-
-    async def _check_partitions(self) -> None:
-        """Wait until the broker's metadata lists every topic we use, and refuse to start
-        when one has another partition count than ``KAFKA_TOPIC_PARTITIONS``: an account's
-        input, tables and alerts would be read from different partitions
-        (docs/deployment.md, "Changing the partition count").
-
-        Waiting matters: a GlobalTable changelog missing from the group leader's metadata
-        makes Faust's assignor raise (KeyError in its global-table standby assignment), and
-        the worker then never gets an assignment."""
-        ns = self.kafka.topic_namespace
-        names = [*self.names.values()]
-        names += [
-            s.qualified(ns)
-            for s in (
-                *self._changelogs(),
-                *map(dead_letter_of, (*INPUT_TOPICS, *INTERNAL_TOPICS)),
-            )
-        ]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.kafka.connect_timeout_s
-        while len(counts := await partition_counts(self.kafka, names)) < len(names):
-            if loop.time() > deadline:
-                missing = sorted(set(names) - set(counts))
-                raise RuntimeError(f"topics not in the broker's metadata: {missing}")
-            await asyncio.sleep(0.1)
-        wanted = self.kafka.topic_partitions
-        wrong = {name: n for name, n in sorted(counts.items()) if n != wanted}
-        if wrong:
-            raise ConfigError(
-                f"KAFKA_TOPIC_PARTITIONS is {wanted} but these topics have other partition "
-                f"counts: {wrong}; see docs/deployment.md, 'Changing the partition count'"
-            )
-
-    # ------------------------------------------------------------------ helpers
-
-    def _consumer_state(self) -> dict[str, Any]:
-        """Offsets and flow of the Faust consumer per input partition, for the task dump
-        (``kill -USR1``): tells a worker that never asks for records from one whose
-        records never arrive."""
-        consumer = self.app.consumer
-        tps = sorted(
-            (tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")),
-            key=lambda tp: (tp.topic, tp.partition),
-        )
-        client = getattr(getattr(consumer, "_thread", None), "_consumer", None)
-        assignment = client._subscription.subscription.assignment if client else None
-
-        def fetch_state(tp: Any) -> Any:
-            if assignment is None:
-                return None
-            st = assignment.state_value(tp)
-            if st is None:
-                return "unassigned in aiokafka"
-            buffered = client._fetcher._records.get(tp) if client else None
-            return {
-                "position": st._position,
-                "paused": st.paused,
-                "reset": st.awaiting_reset,
-                "buffered": buffered is not None,
-            }
-
-        active = consumer._active_partitions
-        return {
-            "generation": self.app.consumer_generation_id,
-            "active": None if active is None else len(active),
-            "flow_active": consumer.flow_active,
-            "rebalancing": self.app.rebalancing,
-            "recovered": self.app.tables.recovery.completed.is_set(),
-            "paused": sorted(str(tp) for tp in consumer._paused_partitions),
-            "partitions": {
-                f"{tp.topic}[{tp.partition}]": {
-                    "read": consumer._read_offset.get(tp),
-                    "committed": consumer._committed_offset.get(tp),
-                    "acked": len(consumer._acked.get(tp, ())),
-                    "highwater": consumer.highwater(tp),
-                    "faust_active": active is None or tp in active,
-                    "aiokafka": fetch_state(tp),
-                }
-                for tp in tps
-            },
-            "records_handled": self.ctx.records_handled,
-        }
 
     def _views(self) -> Mapping[str, bytes]:
         return self.tables.views  # type: ignore[no-any-return]

@@ -1,11 +1,15 @@
 """The Faust app and its tables: how the processor sits on Kafka.
 
 ``build_app`` makes the app (tuned transport, at-least-once, our TLS context);
-``declare_tables`` its tables; ``changelog_specs`` the changelog topics we create ourselves.
+``declare_tables`` its tables; ``changelog_specs`` the changelog topics we create ourselves;
+``check_partitions`` the start-up check of every topic's partition count;
+``consumer_state`` the consumer's offsets and flow for the task dump; ``abandon_unacked``
+what a failed worker does before Faust's stop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +20,8 @@ from risk_processor.faust_codecs import JsonValue, RawBytes, Utf8Key, faust_type
 from risk_processor.settings import RiskProcessorSettings
 from risk_processor.tables import SharedTable
 from risk_processor.transport import FAUST_LOGGER, TunedApp, transport_class
+from riskwatch_common.kafka import partition_counts
+from riskwatch_common.settings import ConfigError, KafkaSettings
 from riskwatch_common.tls import kafka_ssl_context
 from riskwatch_common.topics import CleanupPolicy, KeyKind, TopicSpec
 
@@ -154,3 +160,90 @@ def changelog_specs(app: Any, namespace: str) -> list[TopicSpec]:
         )
         for t in app.tables.values()
     ]
+
+
+async def check_partitions(kafka: KafkaSettings, names: list[str]) -> None:
+    """Wait until the broker's metadata lists every topic we use, and refuse to start
+    when one has another partition count than ``KAFKA_TOPIC_PARTITIONS``: an account's
+    input, tables and alerts would be read from different partitions
+    (docs/deployment.md, "Changing the partition count").
+
+    Waiting matters: a GlobalTable changelog missing from the group leader's metadata
+    makes Faust's assignor raise (KeyError in its global-table standby assignment), and
+    the worker then never gets an assignment."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + kafka.connect_timeout_s
+    while len(counts := await partition_counts(kafka, names)) < len(names):
+        if loop.time() > deadline:
+            missing = sorted(set(names) - set(counts))
+            raise RuntimeError(f"topics not in the broker's metadata: {missing}")
+        await asyncio.sleep(0.1)
+    wanted = kafka.topic_partitions
+    wrong = {name: n for name, n in sorted(counts.items()) if n != wanted}
+    if wrong:
+        raise ConfigError(
+            f"KAFKA_TOPIC_PARTITIONS is {wanted} but these topics have other partition "
+            f"counts: {wrong}; see docs/deployment.md, 'Changing the partition count'"
+        )
+
+
+def consumer_state(app: Any, records_handled: int) -> dict[str, Any]:
+    """Offsets and flow of the Faust consumer per input partition, for the task dump
+    (``kill -USR1``): tells a worker that never asks for records from one whose
+    records never arrive."""
+    consumer = app.consumer
+    tps = sorted(
+        (tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")),
+        key=lambda tp: (tp.topic, tp.partition),
+    )
+    client = getattr(getattr(consumer, "_thread", None), "_consumer", None)
+    assignment = client._subscription.subscription.assignment if client else None
+
+    def fetch_state(tp: Any) -> Any:
+        if assignment is None:
+            return None
+        st = assignment.state_value(tp)
+        if st is None:
+            return "unassigned in aiokafka"
+        buffered = client._fetcher._records.get(tp) if client else None
+        return {
+            "position": st._position,
+            "paused": st.paused,
+            "reset": st.awaiting_reset,
+            "buffered": buffered is not None,
+        }
+
+    active = consumer._active_partitions
+    return {
+        "generation": app.consumer_generation_id,
+        "active": None if active is None else len(active),
+        "flow_active": consumer.flow_active,
+        "rebalancing": app.rebalancing,
+        "recovered": app.tables.recovery.completed.is_set(),
+        "paused": sorted(str(tp) for tp in consumer._paused_partitions),
+        "partitions": {
+            f"{tp.topic}[{tp.partition}]": {
+                "read": consumer._read_offset.get(tp),
+                "committed": consumer._committed_offset.get(tp),
+                "acked": len(consumer._acked.get(tp, ())),
+                "highwater": consumer.highwater(tp),
+                "faust_active": active is None or tp in active,
+                "aiokafka": fetch_state(tp),
+            }
+            for tp in tps
+        },
+        "records_handled": records_handled,
+    }
+
+
+def abandon_unacked(app: Any) -> None:
+    """Let a failed worker stop without the records it will never handle.
+
+    Faust's graceful stop waits (``Consumer.wait_empty``) until every record handed to an
+    agent is acked; the batch whose handler failed never will be, so the stop hung for
+    ever. Forgetting them acks nothing: offsets are committed only up to acked records,
+    so they are read again after the restart (at-least-once).
+    """
+    unacked = getattr(app.consumer, "_unacked_messages", None)
+    if unacked:
+        unacked.clear()
