@@ -84,6 +84,15 @@ bench-ingest: install ## ingestor throughput and latency on a fresh local broker
 bench-risk: install ## risk processor throughput and latency on a fresh local broker
 	$(RUN) python services/risk_processor/bench/bench_risk.py $(BENCH_ARGS)
 
+.PHONY: profile-risk
+profile-risk: install ## where the processor's time per record goes (py-spy on the throughput run)
+	@mkdir -p var
+	.venv/bin/py-spy record --rate 250 --format raw --output var/profile-risk.txt -- \
+		.venv/bin/python services/risk_processor/bench/profile_risk.py run $(PROFILE_ARGS) \
+		| tee var/profile-risk.log
+	$(RUN) python services/risk_processor/bench/profile_risk.py summarize var/profile-risk.txt \
+		$$(sed -n 's/^records=\([0-9]*\) cpu_s=\([0-9.]*\)$$/--records \1 --cpu-s \2/p' var/profile-risk.log)
+
 .PHONY: bench-e2e
 bench-e2e: install ## exchange frame -> fake Telegram latency, whole pipeline (E2E_ARGS="--seconds 15")
 	$(RUN) python -m bench.e2e $(E2E_ARGS)

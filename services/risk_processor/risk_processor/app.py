@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from risk_processor import api
+from risk_processor import api, metrics
 from risk_processor.agents.accounts import AccountsAgent
 from risk_processor.agents.context import SERVICE, Context, Dedup
 from risk_processor.agents.market import MarksAgent, TiersAgent, request_due
@@ -37,7 +37,6 @@ from risk_processor.faust_app import (
     consumer_state,
     declare_tables,
 )
-from risk_processor.metrics import build as build_metrics
 from risk_processor.outbox import Outbox, PublishedAlerts
 from risk_processor.reevaluate import Reevaluator
 from risk_processor.settings import RiskProcessorSettings
@@ -89,7 +88,6 @@ class RiskProcessor:
             settings.thresholds_file, net_exposure_limit_usd=settings.net_exposure_limit_usd
         )
         self.clock = clock
-        self.metrics = build_metrics()
         ns = self.kafka.topic_namespace
         self.names = {
             s.name: s.qualified(ns) for s in (*INPUT_TOPICS, *OUTPUT_TOPICS, *INTERNAL_TOPICS)
@@ -106,7 +104,6 @@ class RiskProcessor:
             settings=settings,
             config=self.config,
             clock=clock,
-            metrics=self.metrics,
             app=self.app,
             tables=self.tables,
             writer=writer,
@@ -118,7 +115,6 @@ class RiskProcessor:
                     settings.alert_tail_records,
                 ),
                 self._send,
-                self.metrics,
             ),
             coalescer=Coalescer(settings.snapshot_interval_ms / 1000, monotonic=monotonic),
             portfolio_throttle=Throttle(settings.portfolio_interval_ms / 1000, monotonic=monotonic),
@@ -210,7 +206,7 @@ class RiskProcessor:
     def _consumer_task(self, name: str, channel: BatchTopic, handler: Any) -> Any:
         max_batch = self.settings.batch_max_events
         gather_s = self.settings.batch_gather_ms / 1000
-        histogram = self.metrics.batch_seconds.labels(name)
+        histogram = metrics.BATCH_SECONDS.labels(name)
 
         async def timed(events: list[Any]) -> None:
             with histogram.time():

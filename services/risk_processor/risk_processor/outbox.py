@@ -31,8 +31,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from risk_processor import state
-from risk_processor.metrics import Metrics
+from risk_processor import metrics, state
 from riskwatch_common.clock import Clock, utc_now
 from riskwatch_common.contracts import RiskAlertChanged
 from riskwatch_common.kafka import client_kwargs
@@ -150,14 +149,12 @@ class Outbox:
         self,
         published: PublishedAlerts,
         send: Send,
-        metrics: Metrics,
         *,
         clock: Clock = utc_now,
     ) -> None:
         self.published = published
         self.topic = published.topic
         self._send = send
-        self._metrics = metrics
         self._clock = clock
         self._inflight: dict[str, _InFlight] = {}
 
@@ -184,7 +181,7 @@ class Outbox:
         outbox = dict(risk.outbox)
         for alert in alerts:
             if self.published.seen(partition, alert.event_id):
-                self._metrics.replayed_alerts_suppressed.inc()
+                metrics.REPLAYED_ALERTS_SUPPRESSED.inc()
                 log.info(
                     "alert already published before a restart; not re-sent",
                     extra={"event_id": alert.event_id, "alert_id": alert.alert_id},
@@ -193,10 +190,10 @@ class Outbox:
             body = encode(alert)
             await self._put(partition, alert.event_id, alert.account, body)
             outbox[alert.event_id] = body
-            self._metrics.alerts.labels(alert.rule, alert.transition.value).inc()
+            metrics.ALERTS.labels(alert.rule, alert.transition.value).inc()
             if produced_at is not None:
                 latency = (self._clock() - produced_at).total_seconds()
-                self._metrics.input_to_alert_seconds.observe(max(latency, 0.0))
+                metrics.INPUT_TO_ALERT_SECONDS.observe(max(latency, 0.0))
             log.info(
                 "alert %s",
                 alert.transition.value,
@@ -245,7 +242,7 @@ class Outbox:
                 continue
             alert = RiskAlertChanged.model_validate_json(body)
             await self._put(partition, event_id, alert.account, body)
-            self._metrics.alerts.labels(alert.rule, alert.transition.value).inc()
+            metrics.ALERTS.labels(alert.rule, alert.transition.value).inc()
             log.warning(
                 "alert from before a restart found unpublished; published now",
                 extra={"event_id": event_id, "alert_id": alert.alert_id},
@@ -261,7 +258,7 @@ class Outbox:
             if sent.future.done() and not _acknowledged(sent.future)
         ]
         for event_id, sent in failed:
-            self._metrics.alert_publish_retries.inc()
+            metrics.ALERT_PUBLISH_RETRIES.inc()
             log.warning(
                 "alert publish failed; sending it again",
                 extra={"event_id": event_id, "error": _failure(sent.future)},

@@ -15,7 +15,6 @@ from risk_processor import state
 from risk_processor.coalesce import Coalescer, Throttle
 from risk_processor.config import parse_config
 from risk_processor.evaluate import AccountState, evaluate_account
-from risk_processor.metrics import build as build_metrics
 from risk_processor.outbox import Outbox, PublishedAlerts
 from risk_processor.outputs import Cause
 from risk_processor.reevaluate import Reevaluator, fingerprint
@@ -210,7 +209,7 @@ class ScriptedSend:
 
 def outbox(send: ScriptedSend, clock: FakeClock) -> Outbox:
     published = PublishedAlerts(KafkaSettings(bootstrap_servers="unused:9092"), "alerts", 12, 0)
-    return Outbox(published, send, build_metrics(), clock=clock)
+    return Outbox(published, send, clock=clock)
 
 
 async def test_outbox_keeps_an_alert_until_acknowledged_then_settles_it(

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from risk_processor import state
+from risk_processor import metrics, state
 from risk_processor.agents.context import EVENT_KINDS, RESERVED_ACCOUNTS, Context
 from risk_processor.evaluate import AccountState, evaluate_account
 from risk_processor.outputs import Cause
@@ -97,11 +97,10 @@ def apply(work: Work, event: Any) -> bool:
 class AccountsAgent:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        m = ctx.metrics
         # Labelled children looked up once: ``labels()`` costs microseconds per call.
-        self._processed = {k: m.events_processed.labels(k) for k in EVENT_KINDS}
-        self._stale = {k: m.stale_dropped.labels(k) for k in EVENT_KINDS}
-        self._eval_seconds = m.evaluation_seconds.labels("account")
+        self._processed = {k: metrics.EVENTS_PROCESSED.labels(k) for k in EVENT_KINDS}
+        self._stale = {k: metrics.STALE_DROPPED.labels(k) for k in EVENT_KINDS}
+        self._eval_seconds = metrics.EVALUATION_SECONDS.labels("account")
         self._reevaluate_topic = ctx.topic(REEVALUATE)
         self._heartbeats_topic = ctx.topic(HEARTBEATS)
 
@@ -186,16 +185,15 @@ class AccountsAgent:
             await ctx.app.producer.send(
                 self._heartbeats_topic, message.key, message.value, None, None, None
             )
-            ctx.metrics.heartbeats_forwarded.inc()
+            metrics.HEARTBEATS_FORWARDED.inc()
 
     async def _evaluate(self, work: dict[str, Work], newest: datetime | None) -> None:
         ctx = self.ctx
-        metrics = ctx.metrics
         outbox = ctx.outbox
         reevaluator = ctx.reevaluator
         now = ctx.clock()
         if newest is not None:
-            metrics.input_lag_seconds.observe(max((now - newest).total_seconds(), 0.0))
+            metrics.INPUT_LAG_SECONDS.observe(max((now - newest).total_seconds(), 0.0))
         for w in work.values():
             if w.risk.outbox:
                 w.risk = await outbox.recover(w.partition, w.risk)
@@ -222,7 +220,7 @@ class AccountsAgent:
                     previous=ctx.exposures.get(w.account),
                 )
             except Exception:
-                metrics.evaluation_failures.labels("account").inc()
+                metrics.EVALUATION_FAILURES.labels("account").inc()
                 log.exception("account evaluation failed", extra={"account": w.account})
                 continue
             self._eval_seconds.observe(time.perf_counter() - started)
@@ -230,9 +228,9 @@ class AccountsAgent:
             metrics.record_exposure(result.exposure, now.timestamp())
             reevaluator.evaluated(w.account, print_, result.risk)
             if result.risk_id_mismatches:
-                metrics.risk_id_disagreements.inc(result.risk_id_mismatches)
+                metrics.RISK_ID_DISAGREEMENTS.inc(result.risk_id_mismatches)
             if result.platform_changes:
-                metrics.platform_changes.inc(result.platform_changes)
+                metrics.PLATFORM_CHANGES.inc(result.platform_changes)
             # Alerts go out now, in this batch; the risk book written below carries them in
             # its outbox, so no wait for the broker's acknowledgement is needed here.
             w.risk = await outbox.publish(
@@ -253,4 +251,4 @@ class AccountsAgent:
             if "risk" in w.dirty:
                 await put(t.risk, w.partition, w.account, w.risk)
         await ctx.emit_due()
-        metrics.accounts.set(len(reevaluator.fingerprints))
+        metrics.ACCOUNTS.set(len(reevaluator.fingerprints))

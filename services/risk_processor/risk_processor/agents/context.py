@@ -16,11 +16,10 @@ from typing import Any
 
 import orjson
 
-from risk_processor import api, codec, state
+from risk_processor import api, codec, metrics, state
 from risk_processor.coalesce import Coalescer, Throttle
 from risk_processor.config import RiskConfig
 from risk_processor.faust_app import Tables
-from risk_processor.metrics import Metrics
 from risk_processor.outbox import Outbox
 from risk_processor.outputs import account_snapshot, portfolio_snapshot
 from risk_processor.reevaluate import Reevaluator
@@ -109,7 +108,6 @@ class Context:
     settings: RiskProcessorSettings
     config: RiskConfig
     clock: Clock
-    metrics: Metrics
     app: Any
     tables: Tables
     writer: TableWriter
@@ -152,7 +150,7 @@ class Context:
         )
         dlq = dead_letter_of(spec).qualified(self.settings.kafka.topic_namespace)
         await self._send_dead_letter(dlq, message.key, body)
-        self.metrics.dead_lettered.labels(source_topic, reason).inc()
+        metrics.DEAD_LETTERED.labels(source_topic, reason).inc()
         log.warning(
             "record dead-lettered",
             extra={
@@ -175,7 +173,7 @@ class Context:
                 self.dead_letters_pending.append(p)
             elif p.future.cancelled() or p.future.exception() is not None:
                 failed += 1
-                self.metrics.dead_letter_retries.inc()
+                metrics.DEAD_LETTER_RETRIES.inc()
                 log.warning("dead-letter send failed; sending it again", extra={"topic": p.topic})
                 await self._send_dead_letter(p.topic, p.key, p.body)
         return failed
@@ -202,9 +200,9 @@ class Context:
                 if views.get(view) != alerts:
                     await put(views, staged.partition, view, alerts)
             if key == PORTFOLIO_KEY:
-                self.metrics.snapshots_emitted.labels("portfolio").inc()
+                metrics.SNAPSHOTS_EMITTED.labels("portfolio").inc()
                 continue
-            self.metrics.snapshots_emitted.labels("account").inc()
+            metrics.SNAPSHOTS_EMITTED.labels("account").inc()
             cause = staged.cause
             # The fields of AccountExposureNoted, dumped directly: model_dump_json of the
             # exposure costs several times orjson's.

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from risk_processor import state
+from risk_processor import metrics, state
 from risk_processor.agents.context import Context
 from riskwatch_common.contracts import ReevaluationRequested
 from riskwatch_common.topics import MARK_PRICES, REEVALUATE, RISK_LIMITS, encode
@@ -23,7 +23,7 @@ async def request_due(ctx: Context, *, min_age: float | None = None) -> None:
     for account, reason in ctx.reevaluator.due(min_age=min_age):
         body = encode(ReevaluationRequested(account=account, reason=reason))
         await ctx.send(topic, account, body)
-        ctx.metrics.reevaluations_requested.labels(reason).inc()
+        metrics.REEVALUATIONS_REQUESTED.labels(reason).inc()
 
 
 async def _moved(ctx: Context, symbols: Iterable[str], reason: str) -> None:
@@ -36,7 +36,7 @@ async def _moved(ctx: Context, symbols: Iterable[str], reason: str) -> None:
 class MarksAgent:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._processed = ctx.metrics.events_processed.labels("MarkPriceUpdated")
+        self._processed = metrics.EVENTS_PROCESSED.labels("MarkPriceUpdated")
 
     async def __call__(self, events: list[Any]) -> None:
         ctx = self.ctx
@@ -65,8 +65,8 @@ class MarksAgent:
 class TiersAgent:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._processed = ctx.metrics.events_processed.labels("RiskLimitTableUpdated")
-        self._stale = ctx.metrics.stale_dropped.labels("RiskLimitTableUpdated")
+        self._processed = metrics.EVENTS_PROCESSED.labels("RiskLimitTableUpdated")
+        self._stale = metrics.STALE_DROPPED.labels("RiskLimitTableUpdated")
 
     async def __call__(self, events: list[Any]) -> None:
         ctx = self.ctx

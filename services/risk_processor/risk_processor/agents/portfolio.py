@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from risk_processor import codec, state
+from risk_processor import codec, metrics, state
 from risk_processor.agents.context import Context
 from risk_processor.evaluate import evaluate_portfolio
 from risk_processor.outputs import Cause
@@ -63,7 +63,7 @@ class PortfolioAgent:
                 continue
             held = changed.get(account) or table.get(ACCOUNT_KEY + account)
             if not state.newer_summary(held, summary):
-                ctx.metrics.stale_dropped.labels("AccountExposure").inc()
+                metrics.STALE_DROPPED.labels("AccountExposure").inc()
                 continue
             changed[account] = summary
             cause = Cause(
@@ -112,12 +112,10 @@ class PortfolioAgent:
                     accounts, risk, config=ctx.config, now=now, cause=cause, source=ctx.source
                 )
             except Exception:
-                ctx.metrics.evaluation_failures.labels("portfolio").inc()
+                metrics.EVALUATION_FAILURES.labels("portfolio").inc()
                 log.exception("portfolio evaluation failed")
                 return
-            ctx.metrics.evaluation_seconds.labels("portfolio").observe(
-                time.perf_counter() - started
-            )
+            metrics.EVALUATION_SECONDS.labels("portfolio").observe(time.perf_counter() - started)
             risk = await outbox.publish(
                 alerts_partition, outbox.settle(result.risk), result.alerts, cause.produced_at
             )
