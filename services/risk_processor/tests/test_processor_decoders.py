@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from risk_processor import state
 from risk_processor.agents.portfolio import decode_summary
 from risk_processor.faust_codecs import JsonValue
-from riskwatch_common.topics import REEVALUATE
+from riskwatch_common.topics import (
+    ACCOUNT_EVENTS,
+    MARK_PRICES,
+    REEVALUATE,
+    RISK_LIMITS,
+    TopicSpec,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -88,3 +94,33 @@ def test_changelog_codec_reports_what_was_wrong() -> None:
         codec.loads(b"[]")
     with pytest.raises(ValueError, match="invalid literal"):
         codec.loads(b"not json")
+
+
+@pytest.mark.parametrize("spec", [ACCOUNT_EVENTS, MARK_PRICES, RISK_LIMITS], ids=lambda s: s.name)
+def test_input_topic_decoders_raise_only_value_error(spec: TopicSpec) -> None:
+    @settings(max_examples=200, deadline=None)
+    @given(
+        doc=json_values
+        | st.fixed_dictionaries(
+            {
+                "event_type": st.sampled_from(
+                    [
+                        "PositionUpdated",
+                        "OrderUpdated",
+                        "WalletUpdated",
+                        "PipelineHeartbeat",
+                        "MarkPriceUpdated",
+                        "x",
+                    ]
+                )
+            },
+            optional={k: json_values for k in ("account", "symbol", "event_id", "size", "tiers")},
+        ),
+        raw=st.binary(max_size=64),
+    )
+    def check(doc: Any, raw: bytes) -> None:
+        for value in (json.dumps(doc).encode(), raw):
+            with contextlib.suppress(ValueError):
+                spec.decode(value)
+
+    check()
