@@ -87,9 +87,8 @@ bench-risk: install ## risk processor throughput and latency on a fresh local br
 .PHONY: profile-risk
 profile-risk: install ## where the processor's time per record goes (py-spy on the throughput run)
 	@mkdir -p var
-	.venv/bin/py-spy record --rate 250 --format raw --output var/profile-risk.txt -- \
-		.venv/bin/python services/risk_processor/bench/profile_risk.py run $(PROFILE_ARGS) \
-		| tee var/profile-risk.log
+	$(RUN) python services/risk_processor/bench/profile_risk.py run --raw var/profile-risk.txt \
+		$(PROFILE_ARGS) | tee var/profile-risk.log
 	$(RUN) python services/risk_processor/bench/profile_risk.py summarize var/profile-risk.txt \
 		$$(sed -n 's/^records=\([0-9]*\) cpu_s=\([0-9.]*\)$$/--records \1 --cpu-s \2/p' var/profile-risk.log)
 

@@ -2,9 +2,9 @@
 
 ``run`` is the workload: a fresh local broker, ``--events`` account events already on the
 topic (the benchmark's data), then the processor in this process handling them as fast
-as it can (the benchmark's throughput run). ``make profile-risk`` runs it under py-spy
-(sampling, so the figures are not distorted by the profiler) and ``summarize`` turns the
-raw stacks into a table: each sample goes to the first category found walking from the
+as it can (the benchmark's throughput run), sampled by py-spy (so the figures are not
+distorted by the profiler) while it handles them; ``summarize`` turns the raw stacks into
+a table: each sample goes to the first category found walking from the
 innermost frame outwards, so "engine" is time inside the engine, however it was reached.
 Run it on an otherwise quiet machine; compare figures within one run.
 """
@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from bench_risk import PLAIN_TOPICS, Feed, _processor, _produce_all, _throughput
+from bench_risk import PLAIN_TOPICS, Feed, _processor, _produce_all
 
 from riskwatch_common.benchkit import fresh_namespace
 from riskwatch_common.broker import local_broker
@@ -67,7 +70,10 @@ def summarize(raw: Path, records: int | None, cpu_s: float | None) -> None:
         print(f"  {name:38s} {share * 100:5.1f} %{extra}")
 
 
-async def workload(events: int) -> None:
+async def workload(events: int, raw: Path | None) -> None:
+    """Produce ``events``, then let the processor handle them; with ``raw``, py-spy samples
+    this process from the first record handled to the last (broker start, data generation
+    and the processor's start-up stay out of the profile)."""
     broker = local_broker()
     broker.start()
     try:
@@ -77,11 +83,49 @@ async def workload(events: int) -> None:
             feed = Feed(50)
             n = await _produce_all(kafka, (feed.steady() for _ in range(events)))
             proc = _processor(kafka, Path(tmp) / "t")
-            c0 = time.process_time()
-            rate, cpu = await _throughput(lambda: proc.records_handled, n, proc.run)
-            used = time.process_time() - c0
-            print(f"handled {n} records: {rate:.0f} events/s, CPU {cpu:.0f} %")
-            print(f"records={n} cpu_s={used:.3f}")
+            runner = asyncio.ensure_future(proc.run())
+            spy: asyncio.subprocess.Process | None = None
+            try:
+                while proc.records_handled == 0:
+                    if runner.done():
+                        runner.result()
+                    await asyncio.sleep(0.002)
+                if raw is not None:
+                    spy = await asyncio.create_subprocess_exec(
+                        str(Path(sys.executable).with_name("py-spy")),
+                        "record",
+                        "--pid",
+                        str(os.getpid()),
+                        "--rate",
+                        "250",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(raw),
+                        "--nonblocking",
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.DEVNULL,
+                    )
+                t0, c0, n0 = time.perf_counter(), time.process_time(), proc.records_handled
+                while proc.records_handled < n:
+                    if runner.done():
+                        runner.result()
+                    await asyncio.sleep(0.01)
+                elapsed = time.perf_counter() - t0
+                cpu_s = time.process_time() - c0
+                handled = proc.records_handled - n0
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    await asyncio.wait_for(spy.wait(), 60)
+                runner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+            print(
+                f"handled {handled} records in {elapsed:.2f} s: {handled / elapsed:.0f} events/s,"
+                f" CPU {cpu_s / elapsed * 100:.0f} %"
+            )
+            print(f"records={handled} cpu_s={cpu_s:.3f}")
     finally:
         broker.stop()
 
@@ -91,13 +135,14 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run")
     run.add_argument("--events", type=int, default=100_000)
+    run.add_argument("--raw", type=Path, help="py-spy's raw stacks go here")
     summ = sub.add_parser("summarize")
     summ.add_argument("raw", type=Path)
     summ.add_argument("--records", type=int)
     summ.add_argument("--cpu-s", type=float)
     args = parser.parse_args()
     if args.command == "run":
-        asyncio.run(workload(args.events))
+        asyncio.run(workload(args.events, args.raw))
     else:
         summarize(args.raw, args.records, args.cpu_s)
     sys.stdout.flush()
