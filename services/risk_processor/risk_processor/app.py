@@ -65,6 +65,8 @@ INPUT_TOPICS = (ACCOUNT_EVENTS, MARK_PRICES, RISK_LIMITS)
 OUTPUT_TOPICS = (EXPOSURES, ALERTS, HEARTBEATS)
 STOP_TIMEOUT_S = 5.0
 """How long a failed worker waits for Faust's graceful stop before giving up on it."""
+SHUTDOWN_TIMEOUT_S = 30.0
+"""How long a worker asked to stop (SIGTERM) waits for Faust's graceful stop."""
 FORCED_EXIT_S = 9.0
 """After a failure, ``main`` exits the process this long later whatever still runs."""
 
@@ -327,9 +329,10 @@ class RiskProcessor:
                     await self.http.stop()
                     abandon_unacked(self.app)
                 stop = asyncio.ensure_future(self.app.stop())
-                done, _ = await asyncio.wait({stop}, timeout=STOP_TIMEOUT_S)
+                limit = STOP_TIMEOUT_S if self._fatal is not None else SHUTDOWN_TIMEOUT_S
+                done, _ = await asyncio.wait({stop}, timeout=limit)
                 if not done:
-                    log.error("the Faust worker did not stop in %.0f s", STOP_TIMEOUT_S)
+                    log.error("the Faust worker did not stop in %.0f s", limit)
                 elif stop.exception() is not None:
                     log.error("the Faust worker did not stop cleanly", exc_info=stop.exception())
         finally:
