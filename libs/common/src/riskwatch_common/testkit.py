@@ -34,6 +34,17 @@ from riskwatch_common.kafka import client_kwargs
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.topics import TopicSpec
 
+BRIEF_BTC_ROWS: tuple[dict[str, object], ...] = (
+    {"id": 1, "riskLimitValue": "1000000", "maintenanceMargin": "0.0050",
+     "initialMargin": "0.0100", "maxLeverage": "100", "mmDeduction": ""},
+    {"id": 2, "riskLimitValue": "2600000", "maintenanceMargin": "0.0056",
+     "initialMargin": "0.0111", "maxLeverage": "90", "mmDeduction": "600"},
+    {"id": 3, "riskLimitValue": "3200000", "maintenanceMargin": "0.0062",
+     "initialMargin": "0.0125", "maxLeverage": "80", "mmDeduction": "2160"},
+)  # fmt: skip
+"""docs/product.md's illustrative BTCUSDT risk-limit table as Bybit's ``/v5/market/risk-limit``
+rows (tier 1's ``mmDeduction`` blank, as Bybit sends it): the one copy the tests share."""
+
 
 class FakeClock:
     """Wall and monotonic time that move only when a test says so.
