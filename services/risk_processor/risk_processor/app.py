@@ -260,7 +260,12 @@ class RiskProcessor:
 
     async def _on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
         self._assigned = True
-        self.ctx.outbox.reset()
+        outbox = self.ctx.outbox
+        outbox.reset()
+        # Alerts are keyed and partitioned like the account events: the partitions this
+        # worker will publish to are the account-event partitions it was assigned.
+        topic = self.names[ACCOUNT_EVENTS.name]
+        outbox.preload(tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -20,6 +20,7 @@ out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -52,6 +53,8 @@ class PublishedAlerts:
         self._partitioner = DefaultPartitioner()
         self._ids: dict[int, set[str]] = {}
         self._order: dict[int, deque[str]] = {}
+        self._loading: dict[int, asyncio.Future[None]] = {}
+        self._generation = 0
 
     def partition_for(self, key: str) -> int:
         """The alerts partition of ``key``, as the producer's default partitioner picks it."""
@@ -62,16 +65,53 @@ class PublishedAlerts:
         """Forget everything: after a rebalance another worker may have published."""
         self._ids.clear()
         self._order.clear()
+        # A tail read still running belongs to the old assignment: it must not install.
+        self._generation += 1
 
     async def load(self, partition: int) -> None:
         """Read the tail of ``partition`` once; later calls return at once."""
-        if partition in self._ids:
-            return
+        while partition not in self._ids:
+            await self.load_many([partition])
+
+    async def load_many(self, partitions: Iterable[int]) -> None:
+        """Read the tails of every partition of ``partitions`` not loaded yet, with one
+        consumer; a partition another call is loading is waited for, not read twice.
+
+        The processor calls this for its whole assignment as soon as it has one, so the
+        first alert of each partition does not wait for a consumer to start (each one
+        used to, and those waits were the input-to-alert p99).
+        """
+        wanted = sorted({p for p in partitions if p not in self._ids})
+        waiting = {self._loading[p] for p in wanted if p in self._loading}
+        todo = [p for p in wanted if p not in self._loading]
+        if todo:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            for p in todo:
+                self._loading[p] = done
+            generation = self._generation
+            try:
+                tails = await self._tails(todo) if self.records else {}
+                if generation == self._generation:
+                    for p in todo:
+                        self._install(p, tails.get(p, []))
+                done.set_result(None)
+            except BaseException as exc:
+                done.set_exception(exc)
+                done.exception()  # retrieved: the waiters retry on their own
+                raise
+            finally:
+                for p in todo:
+                    if self._loading.get(p) is done:
+                        del self._loading[p]
+        for other in waiting:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(other)
+
+    def _install(self, partition: int, event_ids: list[str]) -> None:
         ids: set[str] = set()
         order: deque[str] = deque()
-        if self.records:
-            for event_id in await self._tail(partition):
-                self._remember(ids, order, event_id)
+        for event_id in event_ids:
+            self._remember(ids, order, event_id)
         self._ids[partition] = ids
         self._order[partition] = order
         log.info(
@@ -95,8 +135,9 @@ class PublishedAlerts:
         while len(order) > max(self.records, 1):
             ids.discard(order.popleft())
 
-    async def _tail(self, partition: int) -> list[str]:
-        tp = TopicPartition(self.topic, partition)
+    async def _tails(self, partitions: list[int]) -> dict[int, list[str]]:
+        """The event ids of the last ``records`` records of each partition."""
+        tps = [TopicPartition(self.topic, p) for p in partitions]
         consumer = AIOKafkaConsumer(
             **client_kwargs(self.kafka),
             enable_auto_commit=False,
@@ -104,24 +145,33 @@ class PublishedAlerts:
         )
         await consumer.start()
         try:
-            consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]
-            begin = (await consumer.beginning_offsets([tp]))[tp]
-            start = max(begin, end - self.records)
-            if start >= end:
-                return []
-            consumer.seek(tp, start)
-            out: list[str] = []
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=500)
-                for rec in batch.get(tp, ()):
-                    try:
-                        doc = orjson.loads(rec.value or b"{}")
-                    except orjson.JSONDecodeError:
-                        continue
-                    event_id = doc.get("event_id") if isinstance(doc, dict) else None
-                    if isinstance(event_id, str):
-                        out.append(event_id)
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            begins = await consumer.beginning_offsets(tps)
+            out: dict[int, list[str]] = {tp.partition: [] for tp in tps}
+            reading: dict[TopicPartition, int] = {}
+            for tp in tps:
+                start = max(begins[tp], ends[tp] - self.records)
+                if start < ends[tp]:
+                    consumer.seek(tp, start)
+                    reading[tp] = ends[tp]
+                else:
+                    consumer.pause(tp)
+            while reading:
+                batch = await consumer.getmany(*reading, timeout_ms=500)
+                for tp, records in batch.items():
+                    for rec in records:
+                        try:
+                            doc = orjson.loads(rec.value or b"{}")
+                        except orjson.JSONDecodeError:
+                            continue
+                        event_id = doc.get("event_id") if isinstance(doc, dict) else None
+                        if isinstance(event_id, str):
+                            out[tp.partition].append(event_id)
+                for tp in list(reading):
+                    if await consumer.position(tp) >= reading[tp]:
+                        del reading[tp]
+                        consumer.pause(tp)
             return out
         finally:
             await consumer.stop()
@@ -157,6 +207,7 @@ class Outbox:
         self._send = send
         self._clock = clock
         self._inflight: dict[str, _InFlight] = {}
+        self._preloads: set[asyncio.Task[None]] = set()
 
     def partition_for(self, key: str) -> int:
         return self.published.partition_for(key)
@@ -164,6 +215,20 @@ class Outbox:
     def reset(self) -> None:
         """After a rebalance: another worker may have published for our old partitions."""
         self.published.reset()
+
+    def preload(self, partitions: Iterable[int]) -> None:
+        """Start reading the alerts-topic tails of ``partitions`` in the background (the
+        partitions just assigned), so the first alert of each does not wait for it."""
+        task = asyncio.ensure_future(self._preload(list(partitions)))
+        self._preloads.add(task)
+        task.add_done_callback(self._preloads.discard)
+
+    async def _preload(self, partitions: list[int]) -> None:
+        try:
+            await self.published.load_many(partitions)
+        except Exception as exc:
+            # The first publish of each partition reads its tail itself (and fails loudly).
+            log.warning("published alerts not preloaded", extra={"error": repr(exc)})
 
     async def publish(
         self,
