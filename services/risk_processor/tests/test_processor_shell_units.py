@@ -6,21 +6,26 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from processor_testkit import T0, position
 from risk_processor import state
+from risk_processor.agents.context import Context, Dedup
 from risk_processor.coalesce import Coalescer, Throttle
 from risk_processor.config import parse_config
 from risk_processor.evaluate import AccountState, evaluate_account
+from risk_processor.faust_app import Tables
 from risk_processor.outbox import Outbox, PublishedAlerts
 from risk_processor.outputs import Cause
 from risk_processor.reevaluate import Reevaluator, fingerprint
-from riskwatch_common.contracts import Side
+from risk_processor.settings import RiskProcessorSettings
+from riskwatch_common.contracts import RecordDeadLettered, Side
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.testkit import FakeClock, make_alert
+from riskwatch_common.topics import ACCOUNT_EVENTS
 
 D = Decimal
 
@@ -250,3 +255,60 @@ async def test_outbox_does_not_send_a_transition_already_on_the_topic(clock: Fak
     again = await box.publish(3, state.EMPTY_RISK, [alert], clock())
     assert len(send.sent) == 1
     assert again.outbox == {}
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+class ScriptedProducer:
+    """The Faust producer's ``send``: a delivery future per record, resolved by the test."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes, asyncio.Future[Any]]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, key, value, fut))
+        return fut
+
+
+def context(producer: ScriptedProducer, clock: FakeClock) -> Context:
+    kafka = KafkaSettings(bootstrap_servers="unused:9092", topic_namespace="t.")
+    send = ScriptedSend()
+    return Context(
+        settings=RiskProcessorSettings(kafka=kafka),
+        config=parse_config({}),
+        clock=clock,
+        app=SimpleNamespace(producer=producer),
+        tables=Tables(*({} for _ in range(8))),
+        writer=None,  # type: ignore[arg-type]
+        outbox=outbox(send, clock),
+        coalescer=Coalescer(0.25, monotonic=clock.monotonic),
+        portfolio_throttle=Throttle(0.05, monotonic=clock.monotonic),
+        reevaluator=Reevaluator(1.0, monotonic=clock.monotonic),
+        names={},
+        source="test",
+        dedup=Dedup(16),
+    )
+
+
+async def test_a_dead_letter_whose_send_failed_is_sent_again_by_the_timer(
+    clock: FakeClock,
+) -> None:
+    producer = ScriptedProducer()
+    ctx = context(producer, clock)
+    message = SimpleNamespace(
+        topic="t.bybit.account-events.v1", partition=2, offset=7, key=b"main", value=b"{oops"
+    )
+    await ctx.dead_letter(ACCOUNT_EVENTS, message, ValueError("bad json"), "decode")
+    [(topic, key, body, fut)] = producer.sent
+    assert topic == "t.bybit.account-events.dlq.v1"
+    assert key == b"main"
+    assert RecordDeadLettered.model_validate_json(body).source == ("t.bybit.account-events.v1[2]@7")
+    assert await ctx.retry_failed_dead_letters() == 0  # still in flight: nothing to do
+    fut.set_exception(RuntimeError("KafkaTimeoutError"))
+    assert await ctx.retry_failed_dead_letters() == 1
+    assert producer.sent[1][:3] == (topic, key, body)
+    producer.sent[1][3].set_result(None)
+    assert await ctx.retry_failed_dead_letters() == 0
+    assert ctx.dead_letters_pending == []
