@@ -32,15 +32,14 @@ from riskwatch_common.topics import ALL_TOPICS
 # (category, substrings of "function (file)"), most specific first.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engine + evaluation (pure)", ("/engine/", "evaluate.py", "outputs.py")),
-    ("state updates (pure)", ("state.py",)),
-    ("decode (pydantic)", ("pydantic", "topics.py")),
-    ("table writes + changelog", ("tables.py", "faust/tables", "faust/stores", "codec")),
-    ("metrics", ("prometheus_client",)),
-    ("produce (aiokafka producer)", ("aiokafka/producer", "aiokafka/record")),
-    ("consume (aiokafka fetcher)", ("aiokafka/consumer", "aiokafka/conn", "aiokafka/protocol")),
-    ("faust consumer path", ("faust/transport", "transport.py", "batching.py", "faust/")),
+    ("state updates (pure)", ("risk_processor/state.py",)),
+    ("decode (pydantic)", ("pydantic", "riskwatch_common/topics.py")),
+    ("table writes + changelog codecs", ("tables.py", "faust/tables", "faust/stores", "codec")),
+    ("metrics (prometheus_client)", ("prometheus_client",)),
+    ("aiokafka (fetch, record batches, produce)", ("aiokafka/",)),
+    ("faust consumer path", ("faust/", "mode/", "transport.py", "batching.py")),
     ("shell (agents, outbox, coalescing)", ("risk_processor/",)),
-    ("asyncio / other", ("",)),
+    ("asyncio, other", ("",)),
 )
 
 
@@ -67,7 +66,7 @@ def summarize(raw: Path, records: int | None, cpu_s: float | None) -> None:
     for name, samples in counts.most_common():
         share = samples / total if total else 0.0
         extra = f"  {share * per_record:6.1f} µs" if per_record else ""
-        print(f"  {name:38s} {share * 100:5.1f} %{extra}")
+        print(f"  {name:42s} {share * 100:5.1f} %{extra}")
 
 
 async def workload(events: int, raw: Path | None) -> None:
