@@ -26,9 +26,10 @@ $(UV):
 install: .venv/.synced ## install Python and all workspace members into .venv
 
 .PHONY: lint
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, and the processor's import contract
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) pytest -q -p no:cacheprovider services/risk_processor/tests/test_processor_imports.py
 
 .PHONY: fuzz
 fuzz: install ## >= 10,000 generated malformed inputs per decoder (FUZZ_EXAMPLES), counts printed
@@ -41,7 +42,7 @@ fmt: install ## format and auto-fix
 
 .PHONY: typecheck
 typecheck: install ## mypy (strict) over libs, services, tools and bench
-	$(RUN) mypy libs/common/src tools/cli bench $(foreach s,ingestor risk_processor ai_analyst notifier bybit_sim,services/$(s)/$(s))
+	$(RUN) mypy libs/common/src tools/cli bench services/risk_processor/bench $(foreach s,ingestor risk_processor ai_analyst notifier bybit_sim,services/$(s)/$(s))
 
 .PHONY: unit
 unit: install promtool ## tests that need no broker
@@ -89,7 +90,15 @@ bench-ingest: install ## ingestor throughput and latency on a fresh local broker
 
 .PHONY: bench-risk
 bench-risk: install ## risk processor throughput and latency on a fresh local broker
-	$(RUN) python -m risk_processor.bench
+	$(RUN) python services/risk_processor/bench/bench_risk.py $(BENCH_ARGS)
+
+.PHONY: profile-risk
+profile-risk: install ## where the processor's time per record goes (py-spy on the throughput run)
+	@mkdir -p var
+	$(RUN) python services/risk_processor/bench/profile_risk.py run --raw var/profile-risk.txt \
+		$(PROFILE_ARGS) | tee var/profile-risk.log
+	$(RUN) python services/risk_processor/bench/profile_risk.py summarize var/profile-risk.txt \
+		$$(sed -n 's/^records=\([0-9]*\) cpu_s=\([0-9.]*\)$$/--records \1 --cpu-s \2/p' var/profile-risk.log)
 
 .PHONY: bench-e2e
 bench-e2e: install ## exchange frame -> fake Telegram latency, whole pipeline (E2E_ARGS="--seconds 15")

@@ -1,4 +1,4 @@
-"""Wire forms of engine objects, and the Faust codecs that use them.
+"""Wire forms of engine objects (pure: the Faust codecs that use them are in faust_codecs.py).
 
 Tables keep live Python objects in the store (the memory store never serializes); a codec
 runs only when a value goes to or comes back from a changelog, so the hot path never pays
@@ -7,14 +7,10 @@ for JSON. Decimals travel as strings (exact), datetimes as ISO 8601 with offset.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
-
-import orjson
-from faust.serializers.codecs import Codec
 
 from risk_processor.engine import (
     AccountExposure,
@@ -294,70 +290,4 @@ def exposure_from_json(d: Mapping[str, Any]) -> AccountExposure:
         top_risks=tuple(positions[i] for i in d["top"]),
         risk_level=RiskLevel[d["level"]],
         risk_drivers=tuple(d["drivers"]),
-    )
-
-
-# --------------------------------------------------------------------------- Faust codecs
-
-
-class Utf8Key(Codec):
-    """Table keys as UTF-8 text: the changelog key bytes equal the input record's key
-    bytes, so ``use_partitioner`` puts a table entry in the same partition as its input."""
-
-    def _dumps(self, s: Any) -> bytes:
-        return str(s).encode()
-
-    def _loads(self, s: bytes) -> Any:
-        return s.decode()
-
-
-class JsonValue(Codec):
-    """A table value through ``to_json``/``from_json`` and orjson."""
-
-    def __init__(
-        self,
-        to_json: Callable[[Any], Any] | None = None,
-        from_json: Callable[[Any], Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._to = to_json or (lambda v: v)
-        self._from = from_json or (lambda v: v)
-
-    def clone(self, *children: Any) -> Any:
-        return JsonValue(self._to, self._from, children=self.children + children)
-
-    def _dumps(self, s: Any) -> bytes:
-        return orjson.dumps(self._to(s))
-
-    def _loads(self, s: bytes) -> Any:
-        return self._from(orjson.loads(s))
-
-
-class RawBytes(Codec):
-    """Values that already are their wire form (serialized JSON documents)."""
-
-    def _dumps(self, s: Any) -> bytes:
-        return bytes(s)
-
-    def _loads(self, s: bytes) -> Any:
-        return bytes(s)
-
-
-def _as_is(cls: type, data: Any, preferred_type: Any = None) -> Any:
-    return data
-
-
-def faust_type(codec_instance: Codec) -> type:
-    """A stand-in for a Faust model type carrying ``codec_instance``.
-
-    Faust takes a table's serializer only from ``key_type._options.serializer`` /
-    ``value_type._options.serializer`` and rebuilds decoded values with
-    ``type.from_data``; this class gives it our codec and hands decoded values back as
-    they are.
-    """
-    return type(
-        f"{type(codec_instance).__name__}Type",
-        (),
-        {"_options": SimpleNamespace(serializer=codec_instance), "from_data": classmethod(_as_is)},
     )

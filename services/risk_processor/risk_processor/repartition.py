@@ -37,10 +37,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.partitioner import DefaultPartitioner
 
-from risk_processor.app import INPUT_TOPICS, INTERNAL_TOPICS
+from risk_processor.app import INPUT_TOPICS
 from riskwatch_common.kafka import client_kwargs, ensure_topics, partition_counts
 from riskwatch_common.settings import KafkaSettings, load_settings
-from riskwatch_common.topics import ALERTS, ALL_TOPICS, CleanupPolicy, KeyKind, TopicSpec
+from riskwatch_common.topics import (
+    ALERTS,
+    ALL_TOPICS,
+    INTERNAL_TOPICS,
+    CleanupPolicy,
+    KeyKind,
+    TopicSpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,7 @@ def _changelog(kafka: KafkaSettings, app_id: str, table: str) -> str:
 async def grow_topics(kafka: KafkaSettings) -> list[str]:
     """Add partitions to every registry and processor topic that has fewer; the names."""
     ns = kafka.topic_namespace
-    names = [s.qualified(ns) for s in (*ALL_TOPICS, *INTERNAL_TOPICS)]
+    names = [s.qualified(ns) for s in ALL_TOPICS]
     counts = await partition_counts(kafka, names)
     wanted = kafka.topic_partitions
     if shrink := {n: c for n, c in counts.items() if c > wanted}:

@@ -22,6 +22,7 @@ from risk_processor.engine import (
     max_leverage_for_value,
     tier_for_value,
 )
+from riskwatch_common.testkit import BRIEF_BTC_ROWS
 
 D = Decimal
 # Property tests check results, not speed; a busy shared machine must not fail them.
@@ -29,14 +30,7 @@ no_deadline = settings(deadline=None)
 BUY, SELL = Side.BUY, Side.SELL
 ONE_WAY, HEDGE = PositionMode.ONE_WAY, PositionMode.HEDGE
 
-BRIEF_ROWS = [
-    {"id": 1, "riskLimitValue": "1000000", "maintenanceMargin": "0.0050",
-     "initialMargin": "0.0100", "maxLeverage": "100", "mmDeduction": ""},
-    {"id": 2, "riskLimitValue": "2600000", "maintenanceMargin": "0.0056",
-     "initialMargin": "0.0111", "maxLeverage": "90", "mmDeduction": "600"},
-    {"id": 3, "riskLimitValue": "3200000", "maintenanceMargin": "0.0062",
-     "initialMargin": "0.0125", "maxLeverage": "80", "mmDeduction": "2160"},
-]  # fmt: skip
+BRIEF_ROWS = BRIEF_BTC_ROWS
 
 
 def brief_table() -> TierTable:

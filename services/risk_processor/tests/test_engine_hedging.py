@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from processor_testkit import BRIEF_BTC_TIERS, T0, position, tier_table, wallet
 from risk_processor import state
 from risk_processor.config import parse_config
 from risk_processor.engine.hedging import DEFAULT_TAKER_FEE_RATE, hedge_options
 from risk_processor.evaluate import AccountState, evaluate_account
 from risk_processor.outputs import Cause
-from risk_processor.testing import BRIEF_BTC_TIERS, T0, position, tier_table, wallet
 from riskwatch_common.contracts import Side
 
 D = Decimal

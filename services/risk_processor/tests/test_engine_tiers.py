@@ -22,20 +22,14 @@ from risk_processor.engine import (
     tier_for_value,
     value_for_maintenance_margin,
 )
+from riskwatch_common.testkit import BRIEF_BTC_ROWS
 
 D = Decimal
 # Property tests check results, not speed; a busy shared machine must not fail them.
 no_deadline = settings(deadline=None)
 
 # The illustrative BTCUSDT table of docs/product.md, under which the 90x example holds exactly.
-BRIEF_ROWS = [
-    {"id": 1, "riskLimitValue": "1000000", "maintenanceMargin": "0.0050",
-     "initialMargin": "0.0100", "maxLeverage": "100", "mmDeduction": ""},
-    {"id": 2, "riskLimitValue": "2600000", "maintenanceMargin": "0.0056",
-     "initialMargin": "0.0111", "maxLeverage": "90", "mmDeduction": "600"},
-    {"id": 3, "riskLimitValue": "3200000", "maintenanceMargin": "0.0062",
-     "initialMargin": "0.0125", "maxLeverage": "80", "mmDeduction": "2160"},
-]  # fmt: skip
+BRIEF_ROWS = BRIEF_BTC_ROWS
 
 # The captured linear rows quoted in docs/bybit-v5.md §2.4 (api-testnet 2026-09), plus the 2.6M tier
 # of the older capture, whose deductions docs/bybit-v5.md §4.1 works through.

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from processor_testkit import BRIEF_BTC_TIERS, T0, order, position, tier_table, wallet
 from risk_processor import state
 from risk_processor.config import load_config, parse_config
 from risk_processor.engine import DEFAULT_THRESHOLDS
 from risk_processor.evaluate import AccountState, evaluate_account, evaluate_portfolio
 from risk_processor.outputs import Cause, account_snapshot, exposure_key, portfolio_snapshot
-from risk_processor.testing import BRIEF_BTC_TIERS, T0, order, position, tier_table, wallet
 from riskwatch_common.contracts import ActionKind, ExposureSnapshotted, Side
 from riskwatch_common.render import deadline, describe_action
 from riskwatch_common.settings import ConfigError

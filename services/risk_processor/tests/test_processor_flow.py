@@ -12,9 +12,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from processor_testkit import mark, position, publish, publish_raw, read_models, running
 from risk_processor.outputs import Cause
 from risk_processor.state import EMPTY_RISK
-from risk_processor.testing import mark, position, publish, publish_raw, read_models, running
 from riskwatch_common.contracts import (
     AlertTransition,
     ExposureScope,
@@ -227,23 +227,26 @@ async def test_snapshot_timer_and_a_batch_emitting_together_publish_each_snapsho
     async with running(kafka, tmp_path) as proc:
         await publish(kafka, [mark("ETHUSDT", 4000)])
         await publish(kafka, [position(a, "ETHUSDT", Side.BUY, 1, 4000, 5) for a in accounts])
-        await wait_until(lambda: all(a in proc._exposures for a in accounts), message="evaluated")
-        send = proc._send
+        await wait_until(
+            lambda: all(a in proc.ctx.exposures for a in accounts), message="evaluated"
+        )
+        ctx = proc.ctx
+        send = ctx.send
 
         async def busy_producer_send(topic: str, key: str, value: bytes) -> Any:
             # a producer whose buffer is full makes its sender wait, as aiokafka's does
             await asyncio.sleep(0.01)
             return await send(topic, key, value)
 
-        proc._send = busy_producer_send  # type: ignore[method-assign]
+        ctx.send = busy_producer_send  # type: ignore[method-assign]
         now = proc.clock()
         for account in accounts:
-            proc._published_keys.pop(account, None)
-            proc._stage_output(
-                account, 0, proc._exposures[account], EMPTY_RISK, Cause("race", now, now), now
+            ctx.coalescer.published.pop(account, None)
+            ctx.coalescer.stage(
+                account, 0, ctx.exposures[account], EMPTY_RISK, Cause("race", now, now), now
             )
-        await asyncio.gather(proc._emit_due(everything=True), proc._emit_due(everything=True))
-        assert not proc._staged
+        await asyncio.gather(ctx.emit_due(everything=True), ctx.emit_due(everything=True))
+        assert not ctx.coalescer.staged
         assert not proc._fatal
 
 
@@ -257,7 +260,7 @@ async def test_a_backlog_larger_than_the_buffer_is_handled_to_the_last_record(
     await publish(kafka, [position(a, "ETHUSDT", Side.BUY, 1, 4000, 5) for a in accounts])
     async with running(kafka, tmp_path, buffer_events=4, batch_max_events=2) as proc:
         await wait_until(
-            lambda: all(a in proc._exposures for a in accounts),
+            lambda: all(a in proc.ctx.exposures for a in accounts),
             timeout=60,
             message="every account of the backlog evaluated",
         )

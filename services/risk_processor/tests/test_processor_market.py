@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from risk_processor.testing import (
+from processor_testkit import (
     BRIEF_BTC_TIERS,
     mark,
     position,
@@ -27,7 +27,7 @@ from riskwatch_common.contracts import (
     Side,
 )
 from riskwatch_common.settings import KafkaSettings
-from riskwatch_common.testkit import wait_until
+from riskwatch_common.testkit import FakeClock, wait_until
 from riskwatch_common.topics import ALERTS, EXPOSURES
 
 pytestmark = pytest.mark.integration
@@ -131,3 +131,45 @@ async def test_mark_price_burst_gives_a_bounded_number_of_snapshots_ending_at_th
     last = during[-1]
     assert last.unrealised_pnl == 2 * (prices[-1] - 3500)
     assert last.positions[0].notional == 2 * prices[-1]
+
+
+async def test_an_idle_account_is_re_evaluated_when_its_grace_period_ends(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    # Nothing about the account changes after the tightening; only time passes the
+    # grace period's deadline, and the new table must apply then, unprompted.
+    clock = FakeClock(datetime.now(UTC))
+    async with running(kafka, tmp_path, clock=clock) as proc:
+        await publish(
+            kafka,
+            [
+                tier_table("BTCUSDT", BRIEF_BTC_TIERS),
+                mark("BTCUSDT", 70000),
+                wallet("idle", equity=20_000),
+            ],
+        )
+        await wait_until(lambda: proc.marks.get("BTCUSDT") and proc.tiers.get("BTCUSDT"))
+        await publish(kafka, [position("idle", "BTCUSDT", Side.BUY, 20, 70000, 10)])
+        await wait_until(lambda: _snapshots(kafka, "idle"), message="idle seen")
+        await publish(kafka, [tier_table("BTCUSDT", TIGHTER_BTC, at=clock())])
+
+        def mmr(s: ExposureSnapshotted) -> Decimal:
+            rate = s.positions[0].maintenance_margin_rate
+            assert rate is not None
+            return rate
+
+        async def in_grace() -> bool:
+            alerts = await read_models(kafka, ALERTS, timeout=0.5)
+            return any(a.rule == "platform_risk_change" and a.account == "idle" for a in alerts)
+
+        await wait_until(in_grace, message="the grace period started")
+        # The old table's tier 2 still applies during the grace period.
+        assert mmr((await _snapshots(kafka, "idle"))[-1]) == D("0.0056")
+
+        clock.advance(10 * 24 * 3600 + 1)
+
+        async def new_table_applied() -> bool:
+            got = await _snapshots(kafka, "idle")
+            return bool(got) and mmr(got[-1]) == D("0.04")
+
+        await wait_until(new_table_applied, timeout=20, message="re-evaluated at the deadline")

@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from processor_testkit import mark, position, publish, read_models, running, settings_for
 from risk_processor.app import RiskProcessor
 from risk_processor.repartition import owner_key, partition_of, repartition, settled
-from risk_processor.testing import mark, position, publish, read_models, running, settings_for
 from riskwatch_common.contracts import RiskAlertChanged, Side
 from riskwatch_common.kafka import ensure_topics
 from riskwatch_common.settings import ConfigError, KafkaSettings

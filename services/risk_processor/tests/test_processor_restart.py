@@ -17,9 +17,7 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from risk_processor import engine
-from risk_processor.outputs import transition_event_id
-from risk_processor.testing import (
+from processor_testkit import (
     T0,
     mark,
     position,
@@ -29,6 +27,8 @@ from risk_processor.testing import (
     read_models,
     running,
 )
+from risk_processor import engine
+from risk_processor.outputs import transition_event_id
 from riskwatch_common.broker import free_port
 from riskwatch_common.contracts import (
     AlertTransition,

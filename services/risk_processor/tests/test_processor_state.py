@@ -9,10 +9,7 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from risk_processor import codec, state
-from risk_processor.codec import JsonValue, Utf8Key
-from risk_processor.engine import AlertState, Severity
-from risk_processor.testing import (
+from processor_testkit import (
     BRIEF_BTC_TIERS,
     T0,
     mark,
@@ -21,6 +18,9 @@ from risk_processor.testing import (
     tier_table,
     wallet,
 )
+from risk_processor import codec, state
+from risk_processor.engine import AlertState, Severity
+from risk_processor.faust_codecs import JsonValue, Utf8Key
 from riskwatch_common.contracts import Side
 
 D = Decimal

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from processor_testkit import position, publish, settings_for
 from risk_processor.app import RiskProcessor
-from risk_processor.testing import position, publish, settings_for
 from risk_processor.transport import (
     FAUST_DRAIN_FINGERPRINT,
     FAUST_GETMANY_FINGERPRINT,

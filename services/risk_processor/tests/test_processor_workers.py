@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from risk_processor.testing import Worker, mark, position, publish, publish_paced, read_models
+from processor_testkit import Worker, mark, position, publish, publish_paced, read_models
 from riskwatch_common.contracts import (
     AlertTransition,
     Event,

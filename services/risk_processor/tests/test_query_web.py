@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from risk_processor.testing import mark, position, publish, running, wallet
+from processor_testkit import mark, position, publish, running, wallet
 from riskwatch_common.contracts import Side
 from riskwatch_common.settings import KafkaSettings
 

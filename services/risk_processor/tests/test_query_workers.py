@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from risk_processor.testing import (
+from processor_testkit import (
     BRIEF_BTC_TIERS,
     Worker,
     mark,

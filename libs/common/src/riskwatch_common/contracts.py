@@ -12,7 +12,7 @@ import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -564,11 +564,45 @@ class RecordDeadLettered(BaseModel):
     source_offset: int | None = None
     source: str = Field(description="'topic[partition]@offset', or what produced the raw input.")
     key: str | None = None
-    value: str = Field(description="The failed record, UTF-8 text (invalid bytes replaced).")
+    value: str = Field(
+        description="The failed record, UTF-8 text (invalid bytes replaced); only its "
+        "first bytes when value_truncated."
+    )
+    value_length: int | None = Field(default=None, description="Bytes of the raw value.")
+    value_sha256: str | None = Field(default=None, description="SHA-256 of the raw value.")
+    value_truncated: bool | None = Field(
+        default=None, description="Whether value holds only the first bytes of the record."
+    )
     error_type: str
     error: str
+    reason: str | None = Field(
+        default=None, description="What failed: decode, key, handle, reserved, ..."
+    )
     service: str
     failed_at: datetime
+
+
+class ReevaluationRequested(BaseModel):
+    """Internal to the risk processor: re-evaluate ``account`` (its marks or tier tables
+    moved, or a time-based rule is due). Not an ``Event``: nothing outside reads it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    account: str = Field(min_length=1)
+    reason: str = Field(description="mark, tiers, timer or deadline")
+
+
+class AccountExposureNoted(BaseModel):
+    """Internal to the risk processor: an account's latest exposure for the portfolio stage,
+    in the processor's own exposure wire form (``e``)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    account: str = Field(min_length=1)
+    at: int = Field(description="Evaluation time, epoch ms.")
+    corr: str = Field(description="Correlation id of the causing input.")
+    produced: int = Field(description="produced_at of the causing input, epoch ms.")
+    e: dict[str, Any] = Field(description="The exposure (risk_processor.codec wire form).")
 
 
 AccountEventUnion = Annotated[
@@ -598,6 +632,8 @@ def event_models() -> dict[str, type[BaseModel]]:
         AnalysisCompleted,
         AiSpendRecorded,
         NotificationDelivered,
+        ReevaluationRequested,
+        AccountExposureNoted,
         NotificationFailed,
         SilenceChanged,
         RecordDeadLettered,

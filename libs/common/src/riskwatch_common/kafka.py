@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
-from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel
 
 from riskwatch_common import metrics
 from riskwatch_common.contracts import RecordDeadLettered
 from riskwatch_common.logs import excerpt
 from riskwatch_common.settings import KafkaSettings
+from riskwatch_common.tls import kafka_ssl_context
 from riskwatch_common.topics import ALL_TOPICS, TopicSpec, dead_letter_of, encode
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,10 @@ def client_kwargs(kafka: KafkaSettings) -> dict[str, Any]:
         "bootstrap_servers": kafka.bootstrap_servers.split(","),
         "security_protocol": kafka.security_protocol,
     }
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        # aiokafka refuses TLS without a context; None as cafile means the system CAs
-        kw["ssl_context"] = create_ssl_context(cafile=kafka.ssl_cafile)
+    tls = kafka_ssl_context(kafka)
+    if tls is not None:
+        # aiokafka refuses TLS without a context
+        kw["ssl_context"] = tls
     if kafka.sasl_mechanism:
         kw["sasl_mechanism"] = kafka.sasl_mechanism
         kw["sasl_plain_username"] = kafka.sasl_username
@@ -167,21 +168,25 @@ class Producer:
         offset: int | None = None,
         reason: str = "handle",
     ) -> None:
-        """Send a failed input to ``spec``'s dead-letter topic and count it."""
+        """Send a failed input to ``spec``'s dead-letter topic and count it.
+
+        The send is tracked like any other (``flush`` raises when it failed), so a lost
+        dead letter stops the offset commit instead of vanishing.
+        """
         dlq = dead_letter_of(spec)
-        record = RecordDeadLettered(
+        body = dead_letter_record(
             source_topic=self.topic(spec),
-            source_partition=partition,
-            source_offset=offset,
+            partition=partition,
+            offset=offset,
             source=source,
-            key=key.decode(errors="replace") if key is not None else None,
-            value=value.decode(errors="replace"),
-            error_type=type(error).__name__ if isinstance(error, BaseException) else reason,
-            error=str(error)[:4000],
+            key=key,
+            value=value,
+            error=error,
+            reason=reason,
             service=self.service,
             failed_at=datetime.now(UTC),
         )
-        await self.send_raw(self.topic(dlq), key, encode(record))
+        await self.send_raw(self.topic(dlq), key[:DEAD_LETTER_KEY_BYTES] if key else key, body)
         self._metrics.dead_lettered.labels(self.topic(spec), reason).inc()
         log.warning(
             "record dead-lettered",
@@ -192,6 +197,59 @@ class Producer:
                 "error": str(error)[:500],
             },
         )
+
+
+DEAD_LETTER_MAX_BYTES = 512 * 1024
+"""Most bytes a dead-letter record value takes: half of the broker's default record limit
+(``message.max.bytes``, 1 MiB), so a dead letter is never refused for its size."""
+DEAD_LETTER_VALUE_BYTES = 64 * 1024
+"""Most bytes of the failed value kept verbatim; its full length and SHA-256 are kept too."""
+DEAD_LETTER_KEY_BYTES = 1024
+
+
+def dead_letter_record(
+    *,
+    source_topic: str,
+    partition: int | None,
+    offset: int | None,
+    key: bytes | None,
+    value: bytes,
+    error: BaseException | str,
+    reason: str,
+    service: str,
+    failed_at: datetime,
+    source: str | None = None,
+    max_bytes: int = DEAD_LETTER_MAX_BYTES,
+) -> bytes:
+    """The one dead-letter record builder: a ``RecordDeadLettered`` of at most ``max_bytes``.
+
+    Keeps the reason, ``topic[partition]@offset``, the raw value's length and SHA-256 and a
+    truncated copy of it; JSON escaping can grow text up to six times, so the copy shrinks
+    until the encoded record fits.
+    """
+    where = source or f"{source_topic}[{partition}]@{offset}"
+    keep = min(len(value), DEAD_LETTER_VALUE_BYTES)
+    while True:
+        record = RecordDeadLettered(
+            source_topic=source_topic,
+            source_partition=partition,
+            source_offset=offset,
+            source=where[:1000],
+            key=key[:DEAD_LETTER_KEY_BYTES].decode(errors="replace") if key is not None else None,
+            value=value[:keep].decode(errors="replace"),
+            value_length=len(value),
+            value_sha256=hashlib.sha256(value).hexdigest(),
+            value_truncated=keep < len(value),
+            error_type=type(error).__name__ if isinstance(error, BaseException) else reason,
+            error=str(error)[:4000],
+            reason=reason,
+            service=service,
+            failed_at=failed_at,
+        )
+        body = encode(record)
+        if len(body) <= max_bytes or keep == 0:
+            return body
+        keep //= 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,15 +15,90 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from riskwatch_common.contracts import (
+    AlertTransition,
+    RiskAlertChanged,
+    RiskLevel,
+    Severity,
+    new_event_id,
+)
 from riskwatch_common.kafka import client_kwargs
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.topics import TopicSpec
+
+BRIEF_BTC_ROWS: tuple[dict[str, object], ...] = (
+    {"id": 1, "riskLimitValue": "1000000", "maintenanceMargin": "0.0050",
+     "initialMargin": "0.0100", "maxLeverage": "100", "mmDeduction": ""},
+    {"id": 2, "riskLimitValue": "2600000", "maintenanceMargin": "0.0056",
+     "initialMargin": "0.0111", "maxLeverage": "90", "mmDeduction": "600"},
+    {"id": 3, "riskLimitValue": "3200000", "maintenanceMargin": "0.0062",
+     "initialMargin": "0.0125", "maxLeverage": "80", "mmDeduction": "2160"},
+)  # fmt: skip
+"""docs/product.md's illustrative BTCUSDT risk-limit table as Bybit's ``/v5/market/risk-limit``
+rows (tier 1's ``mmDeduction`` blank, as Bybit sends it): the one copy the tests share."""
+
+
+class FakeClock:
+    """Wall and monotonic time that move only when a test says so.
+
+    ``clock()`` is the wall clock (``riskwatch_common.clock.Clock``), ``clock.monotonic()``
+    the monotonic one; ``advance(seconds)`` moves both.
+    """
+
+    def __init__(self, start: datetime = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)) -> None:
+        self.now = start
+        self.mono = 1000.0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+def make_alert(
+    account: str = "main",
+    rule: str = "net_exposure",
+    subject: str = "account",
+    *,
+    transition: AlertTransition = AlertTransition.RAISED,
+    severity: Severity = Severity.HIGH,
+    reason: str = "Net exposure 12,500 USD > 10,000 USD",
+    numbers: dict[str, Decimal] | None = None,
+    event_id: str | None = None,
+    at: datetime = datetime(2026, 11, 2, 9, 0, tzinfo=UTC),
+) -> RiskAlertChanged:
+    """One alert transition with every envelope field filled: the test kit's one factory."""
+    return RiskAlertChanged(
+        event_id=event_id or new_event_id(),
+        occurred_at=at,
+        produced_at=at,
+        source="risk-processor/0",
+        correlation_id="corr-7f3a",
+        alert_id=f"{account}:{rule}:{subject}",
+        transition=transition,
+        account=account,
+        rule=rule,
+        subject=subject,
+        severity=severity,
+        risk_level=RiskLevel.HIGH,
+        reason=reason,
+        numbers=numbers
+        if numbers is not None
+        else {"net_exposure_usd": Decimal("12500"), "threshold_usd": Decimal("10000")},
+    )
 
 
 def external_bootstrap() -> str | None:

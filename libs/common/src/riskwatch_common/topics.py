@@ -166,6 +166,28 @@ SILENCES = TopicSpec(
     dead_letter="notify.silences.dlq.v1",
 )
 
+# The risk processor's own topics: in the registry so they are created, validated and
+# dead-lettered like the public ones; no other service reads them.
+REEVALUATE = TopicSpec(
+    name="risk-processor.reevaluate.v1",
+    value=c.ReevaluationRequested,
+    key=KeyKind.ACCOUNT,
+    description="Internal: 're-evaluate account X' requests from the processor's timer, keyed "
+    "by account so the request lands in the partition (and agent) that owns X.",
+    retention_ms=_DAY_MS,
+    dead_letter="risk-processor.reevaluate.dlq.v1",
+)
+ACCOUNT_EXPOSURES = TopicSpec(
+    name="risk-processor.account-exposures.v1",
+    value=c.AccountExposureNoted,
+    key=KeyKind.ACCOUNT_OR_PORTFOLIO,
+    description="Internal: each account's latest exposure, keyed 'portfolio' so one processor "
+    "agent sees every account.",
+    retention_ms=_DAY_MS,
+    dead_letter="risk-processor.account-exposures.dlq.v1",
+)
+INTERNAL_TOPICS: tuple[TopicSpec, ...] = (REEVALUATE, ACCOUNT_EXPOSURES)
+
 DATA_TOPICS: tuple[TopicSpec, ...] = (
     ACCOUNT_EVENTS,
     MARK_PRICES,
@@ -177,6 +199,7 @@ DATA_TOPICS: tuple[TopicSpec, ...] = (
     HEARTBEATS,
     NOTIFICATIONS,
     SILENCES,
+    *INTERNAL_TOPICS,
 )
 
 

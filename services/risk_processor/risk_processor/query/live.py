@@ -73,7 +73,7 @@ class ProcessorState:
         self._p = processor
 
     def views(self) -> Mapping[str, bytes]:
-        return self._p.views  # type: ignore[no-any-return]
+        return self._p.tables.views  # type: ignore[no-any-return]
 
     def closing(self) -> bool:
         return bool(self._p.app.should_stop)
@@ -82,25 +82,26 @@ class ProcessorState:
         p = self._p
         if not p.ready:
             raise NotReady
-        partition = p.published.partition_for(account)
+        partition = p.ctx.outbox.partition_for(account)
         topic = p.names[ACCOUNT_EVENTS.name]
         owned = {tp.partition for tp in p.app.consumer.assignment() if tp.topic == topic}
         if partition not in owned:
             raise NotOwned(account, partition)
-        positions = p.positions.get(account)
-        orders = p.orders.get(account)
-        wallet = p.wallets.get(account)
+        tables = p.tables
+        positions = tables.positions.get(account)
+        orders = tables.orders.get(account)
+        wallet = tables.wallets.get(account)
         if positions is None and orders is None and wallet is None:
             raise UnknownAccount(account)
         state = AccountState(account, positions or {}, orders or EMPTY_ORDERS, wallet)
         symbols = state.symbols() | {symbol}
-        marks = {s: m.price for s in symbols if (m := p.marks.get(s)) is not None}
-        tables = {s: t.table for s in symbols if (t := p.tiers.get(s)) is not None}
+        marks = {s: m.price for s in symbols if (m := tables.marks.get(s)) is not None}
+        tier_tables = {s: t.table for s in symbols if (t := tables.tiers.get(s)) is not None}
         return AccountInputs(
             profile=profile_of(state, p.config),
             positions=tuple(e.position for e in state.positions.values()),
             orders=tuple(e.order for e in state.orders.open.values()),
             wallet=wallet.wallet if wallet is not None else None,
-            tables=tables,
+            tables=tier_tables,
             marks=marks,
         )

@@ -1,6 +1,7 @@
 """Test support for the risk processor: event builders and an in-process runner.
 
-Used by this service's tests and its benchmark; nothing here runs in production. The
+Used by this service's tests and its benchmark; not in the production package (the wheel
+holds `risk_processor` only) and on the test path through `pythonpath` in pyproject.toml. The
 builders fill every envelope field so a test states only what it is about.
 """
 
@@ -24,6 +25,7 @@ import aiohttp
 from risk_processor.app import RiskProcessor
 from risk_processor.settings import RiskProcessorSettings
 from riskwatch_common.broker import free_port
+from riskwatch_common.clock import Clock, utc_now
 from riskwatch_common.contracts import (
     Event,
     MarkPriceUpdated,
@@ -242,10 +244,11 @@ def settings_for(kafka: KafkaSettings, data_dir: Path, **overrides: Any) -> Risk
 
 @contextlib.asynccontextmanager
 async def running(
-    kafka: KafkaSettings, data_dir: Path, **overrides: Any
+    kafka: KafkaSettings, data_dir: Path, *, clock: Clock | None = None, **overrides: Any
 ) -> AsyncIterator[RiskProcessor]:
-    """A risk processor in this process and event loop, ready (assigned and recovered)."""
-    proc = RiskProcessor(settings_for(kafka, data_dir, **overrides))
+    """A risk processor in this process and event loop, ready (assigned and recovered);
+    ``clock`` replaces its wall clock (e.g. a ``FakeClock`` to move past a deadline)."""
+    proc = RiskProcessor(settings_for(kafka, data_dir, **overrides), clock=clock or utc_now)
     task = asyncio.ensure_future(proc.run())
 
     def ready() -> bool:

@@ -1,4 +1,4 @@
-"""``python -m risk_processor.bench``: the processor against its floors, on a fresh broker.
+"""``make bench-risk``: the processor against its floors, on a fresh broker.
 
 Starts its own local broker (``RISKWATCH_BROKER``; never a shared one: Tansu slows as it
 fills), then

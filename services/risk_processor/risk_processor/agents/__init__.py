@@ -1,0 +1,1 @@
+"""The Faust agents of the risk processor, one module each, sharing ``context.Context``."""
