@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from riskwatch_common import topics
 from riskwatch_common.kafka import DEAD_LETTER_MAX_BYTES, dead_letter_record
+from riskwatch_common.logs import register_secret
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.tls import kafka_ssl_context
 
@@ -61,6 +62,27 @@ def test_dead_letter_of_any_bytes_decodes_and_fits(value: bytes, key: bytes | No
     assert len(body) <= DEAD_LETTER_MAX_BYTES
     record = topics.dead_letter_of(topics.ACCOUNT_EVENTS).decode(body)
     assert record.value_length == len(value)
+
+
+def test_dead_letter_error_text_carries_no_registered_secret() -> None:
+    secret = "sk-dead-letter-secret-123456"
+    register_secret(secret)
+    body = dead_letter_record(
+        source_topic="bybit.account-events.v1",
+        partition=None,
+        offset=None,
+        source="ws frame",
+        key=None,
+        value=b"{}",
+        error=ConnectionError(f"GET https://api/x?token={secret} failed"),
+        reason="handle",
+        service="test",
+        failed_at=NOW,
+    )
+    assert secret.encode() not in body
+    record = topics.dead_letter_of(topics.ACCOUNT_EVENTS).decode(body)
+    assert record.source == "ws frame"
+    assert "token=*** failed" in record.error
 
 
 def test_tls_context_honours_the_ca_file_and_is_none_without_tls() -> None:

@@ -36,7 +36,7 @@ from aiokafka.errors import (
 
 from ingestor import metrics
 from riskwatch_common.contracts import Event
-from riskwatch_common.kafka import Producer, bounded_dead_letter
+from riskwatch_common.kafka import Producer, dead_letter_record
 from riskwatch_common.logs import excerpt
 from riskwatch_common.runtime import Health
 from riskwatch_common.topics import TopicSpec, dead_letter_of, encode
@@ -209,8 +209,10 @@ class Publisher:
             if isinstance(item, DeadLetter):
                 # Sent like any record (its future is checked and re-sent), never fire and
                 # forget: a lost dead letter is a lost frame.
-                body = bounded_dead_letter(
+                body = dead_letter_record(
                     source_topic=self.producer.topic(item.spec),
+                    partition=None,
+                    offset=None,
                     source=item.source,
                     key=item.key.encode(),
                     value=item.raw,

@@ -14,7 +14,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from ingestor import normalize as n
 from ingestor.publisher import PUBLISHER_CHECK, DeadLetter, Publish, Publisher
 from riskwatch_common.contracts import RecordDeadLettered, StreamStatus
-from riskwatch_common.kafka import BOUNDED_DEAD_LETTER_BYTES, Producer
+from riskwatch_common.kafka import DEAD_LETTER_MAX_BYTES, Producer
 from riskwatch_common.runtime import Health
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.testkit import read_topic, wait_until
@@ -179,7 +179,7 @@ async def test_a_record_the_broker_can_never_take_is_dead_lettered_and_the_strea
     (dead,) = producer.dead
     assert dead.error_type == "unpublishable"
     assert "MessageSizeTooLargeError" in dead.error
-    assert "sha256 " in dead.error
+    assert dead.value_sha256 == hashlib.sha256(encode(poison.event)).hexdigest()
     assert ACCOUNT_EVENTS.decode(dead.value.encode()).reason == "1"
     await stop(task)
 
@@ -221,10 +221,14 @@ async def test_oversize_record_on_a_real_broker_becomes_a_bounded_dead_letter(
         (after,) = [ACCOUNT_EVENTS.decode(v) for _, v in await read_topic(kafka, ACCOUNT_EVENTS)]
         assert after.reason == "7"
         ((_, raw),) = await read_topic(kafka, DLQ)
-        assert len(raw) <= BOUNDED_DEAD_LETTER_BYTES
+        assert len(raw) <= DEAD_LETTER_MAX_BYTES
         dead = DLQ.decode(raw)
         body = encode(huge)
-        assert f"value {len(body)} bytes, sha256 {hashlib.sha256(body).hexdigest()}" in dead.error
+        assert (dead.value_length, dead.value_sha256) == (
+            len(body),
+            hashlib.sha256(body).hexdigest(),
+        )
+        assert dead.value_truncated
         assert body.decode().startswith(dead.value)
     finally:
         await stop(task)

@@ -225,7 +225,8 @@ def dead_letter_record(
 
     Keeps the reason, ``topic[partition]@offset``, the raw value's length and SHA-256 and a
     truncated copy of it; JSON escaping can grow text up to six times, so the copy shrinks
-    until the encoded record fits.
+    until the encoded record fits. The error text is redacted before it is cut (a library's
+    error can carry a token).
     """
     where = source or f"{source_topic}[{partition}]@{offset}"
     keep = min(len(value), DEAD_LETTER_VALUE_BYTES)
@@ -241,7 +242,7 @@ def dead_letter_record(
             value_sha256=hashlib.sha256(value).hexdigest(),
             value_truncated=keep < len(value),
             error_type=type(error).__name__ if isinstance(error, BaseException) else reason,
-            error=str(error)[:4000],
+            error=excerpt(str(error), 4000),
             reason=reason,
             service=service,
             failed_at=failed_at,
@@ -480,54 +481,3 @@ async def _send_now_and_wait(producer: AIOKafkaProducer) -> None:
     version; covered by ``test_flush_does_not_wait_for_linger``).
     """
     await producer._message_accumulator.flush_for_commit()
-
-
-BOUNDED_DEAD_LETTER_BYTES = 256 * 1024
-"""Most bytes of a dead letter from ``bounded_dead_letter``: a quarter of the broker's
-default record limit (``message.max.bytes``, 1 MiB)."""
-_DEAD_LETTER_COPY_BYTES = 32 * 1024
-_DEAD_LETTER_ERROR_CHARS = 2000
-
-
-def bounded_dead_letter(
-    *,
-    source_topic: str,
-    source: str,
-    key: bytes | None,
-    value: bytes,
-    error: BaseException | str,
-    reason: str,
-    service: str,
-    failed_at: datetime,
-    partition: int | None = None,
-    offset: int | None = None,
-) -> bytes:
-    """An encoded ``RecordDeadLettered`` that never exceeds ``BOUNDED_DEAD_LETTER_BYTES``.
-
-    A dead letter carrying its whole raw value JSON-escaped can outgrow the broker's record
-    limit and fail itself; this keeps the reason, the source, the raw value's length and
-    SHA-256 (in ``error``) and a truncated copy. The error text is redacted before it is cut.
-    """
-    digest = hashlib.sha256(value).hexdigest()
-    keep = _DEAD_LETTER_COPY_BYTES
-    while True:
-        copy = value[:keep].decode("utf-8", "replace")
-        cut = "" if keep >= len(value) else f", first {keep} bytes kept"
-        record = RecordDeadLettered(
-            source_topic=source_topic,
-            source_partition=partition,
-            source_offset=offset,
-            source=source,
-            key=key[:1024].decode("utf-8", "replace") if key is not None else None,
-            value=copy,
-            error_type=type(error).__name__ if isinstance(error, BaseException) else reason,
-            error=excerpt(str(error), _DEAD_LETTER_ERROR_CHARS)
-            + f" [value {len(value)} bytes, sha256 {digest}{cut}]",
-            service=service,
-            failed_at=failed_at,
-        )
-        body = encode(record)
-        # JSON escaping grows text up to six times (\u0000): shrink the copy until it fits.
-        if len(body) <= BOUNDED_DEAD_LETTER_BYTES or keep == 0:
-            return body
-        keep //= 4
