@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from riskwatch_common.contracts import RESERVED_ACCOUNT_NAMES
+from riskwatch_common.contracts import RESERVED_ACCOUNT_NAMES, is_reserved_account
 from riskwatch_common.logs import register_secret
 from riskwatch_common.settings import ConfigError, check_outbound_url, load_config_file
 
@@ -300,7 +300,7 @@ def _parse_account(
         )
         return None
     where = f"account '{name}' (accounts[{index}])"
-    if name.lower() in RESERVED_ACCOUNT_NAMES:
+    if is_reserved_account(name):
         problems.add(
             where,
             "name",

@@ -74,18 +74,22 @@ async def test_an_event_for_the_reserved_account_portfolio_is_dead_lettered_not_
             kafka,
             [
                 position("portfolio", "ETHUSDT", Side.BUY, 1, 4000, 5),
+                # reserved in any letter case, as the accounts file refuses it
+                position("Portfolio", "ETHUSDT", Side.BUY, 1, 4000, 5),
                 position("after", "ETHUSDT", Side.BUY, 2, 4000, 5),
             ],
         )
 
-        async def reserved() -> list[RecordDeadLettered]:
-            return [d for d in await dead_letters(kafka, 1) if d.reason == "reserved"]
+        async def reserved() -> list[RecordDeadLettered] | None:
+            found = [d for d in await dead_letters(kafka, 2) if d.reason == "reserved"]
+            return found if len(found) == 2 else None
 
-        [dead] = await wait_until(reserved, timeout=20, message="reserved name dead-lettered")
-        assert "'portfolio' is reserved" in dead.error
-        assert dead.key == "portfolio"
+        dead = await wait_until(reserved, timeout=20, message="reserved names dead-lettered")
+        assert sorted(d.key or "" for d in dead) == ["Portfolio", "portfolio"]
+        assert "'portfolio' is reserved" in dead[0].error + dead[1].error
         await wait_until(lambda: "after" in proc.ctx.exposures, message="next account handled")
         assert proc.positions.get("portfolio") is None
+        assert proc.positions.get("Portfolio") is None
         assert not task.done()
     finally:
         await stop(task)

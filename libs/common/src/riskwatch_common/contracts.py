@@ -305,7 +305,13 @@ class ExposureScope(StrEnum):
 PORTFOLIO_KEY = "portfolio"
 RESERVED_ACCOUNT_NAMES = frozenset({PORTFOLIO_KEY})
 """Keys the processor uses for itself in the account key space (topics, tables, the query
-API): an account may not be named so, in any letter case."""
+API): an account may not be named so, in any letter case (``is_reserved_account``)."""
+
+
+def is_reserved_account(name: str) -> bool:
+    """Whether ``name`` is one of ``RESERVED_ACCOUNT_NAMES`` in any letter case: the accounts
+    file refuses it, the processor dead-letters events and requests for it."""
+    return name.lower() in RESERVED_ACCOUNT_NAMES
 
 
 class ExposureSnapshotted(Event):

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from risk_processor import metrics, state
-from risk_processor.agents.context import EVENT_KINDS, RESERVED_ACCOUNTS, Context
+from risk_processor.agents.context import EVENT_KINDS, Context
 from risk_processor.evaluate import AccountState, evaluate_account
 from risk_processor.outputs import Cause
 from risk_processor.reevaluate import fingerprint
@@ -27,6 +27,7 @@ from riskwatch_common.contracts import (
     PipelineHeartbeat,
     PositionUpdated,
     WalletUpdated,
+    is_reserved_account,
 )
 from riskwatch_common.topics import ACCOUNT_EVENTS, HEARTBEATS, REEVALUATE
 
@@ -130,7 +131,7 @@ class AccountsAgent:
             if message.topic == self._reevaluate_topic:
                 try:
                     request = REEVALUATE.decode(message.value or b"")
-                    if request.account in RESERVED_ACCOUNTS:
+                    if is_reserved_account(request.account):
                         raise ValueError(f"account name {request.account!r} is reserved")
                 except (ValidationError, ValueError) as exc:
                     await ctx.dead_letter(REEVALUATE, message, exc, "decode")
@@ -154,7 +155,8 @@ class AccountsAgent:
                 error = ValueError(f"record key {message.key!r} is not account {event.account!r}")
                 await ctx.dead_letter(ACCOUNT_EVENTS, message, error, "key")
                 continue
-            if event.account in RESERVED_ACCOUNTS:
+            if is_reserved_account(event.account):
+                # an account named 'portfolio' would overwrite the portfolio's state
                 error = ValueError(f"account name {event.account!r} is reserved by the processor")
                 await ctx.dead_letter(ACCOUNT_EVENTS, message, error, "reserved")
                 continue

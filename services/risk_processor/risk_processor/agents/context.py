@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 
 SERVICE = "risk-processor"
 
-RESERVED_ACCOUNTS = frozenset({PORTFOLIO_KEY})
-"""Account names the processor uses as keys of its own: an event for one is dead-lettered
-(an account named 'portfolio' would overwrite the portfolio's state)."""
 
 EVENT_KINDS = (
     "PositionUpdated",
