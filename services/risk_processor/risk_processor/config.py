@@ -30,15 +30,12 @@ account type from the wallet's account type.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from risk_processor.engine import (
     DEFAULT_ALERT_POLICY,
@@ -51,7 +48,7 @@ from risk_processor.engine import (
     resolve_thresholds,
     threshold_resolver,
 )
-from riskwatch_common.settings import ConfigError
+from riskwatch_common.settings import ConfigError, load_config_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,22 +277,7 @@ def load_config(path: Path | None, *, net_exposure_limit_usd: Decimal | None = N
     """The risk configuration from ``path`` (YAML or JSON), or the defaults without one."""
     if path is None:
         return parse_config({}, net_exposure_limit_usd=net_exposure_limit_usd)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"thresholds file {path}: cannot be read ({exc.strerror})") from None
-    if path.suffix == ".json":
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"thresholds file {path}: not valid JSON ({exc})") from None
-        return parse_config(
-            doc, net_exposure_limit_usd=net_exposure_limit_usd, source=f"thresholds file {path}"
-        )
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"thresholds file {path}: not valid YAML ({exc})") from None
+    doc = load_config_file(path, "thresholds file")
     return parse_config(
         doc, net_exposure_limit_usd=net_exposure_limit_usd, source=f"thresholds file {path}"
     )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -273,6 +276,43 @@ def test_yaml_thresholds_file(tmp_path: Path) -> None:
     path = tmp_path / "thresholds.yaml"
     path.write_text("accounts:\n  main:\n    margin_mode: isolated\n")
     assert load_config(path).setup("main").margin_mode.value == "isolated"
+
+
+def test_a_duplicate_key_in_the_thresholds_file_stops_startup_with_one_line(
+    tmp_path: Path,
+) -> None:
+    # The second `thresholds:` silently replaced the first before.
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(
+        "thresholds: {unrealized_loss_usd: -1000}\nthresholds: {net_exposure_usd: 5000}\n"
+    )
+    env = {
+        **os.environ,
+        "RISK_PROCESSOR_THRESHOLDS_FILE": str(path),
+        "RISK_PROCESSOR_HTTP_PORT": "0",
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "risk_processor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"risk-processor: thresholds file {path}: ")
+    assert "duplicate key 'thresholds'" in line
+
+
+def test_a_thresholds_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_bytes("accounts: {m\u00e4in: {margin_mode: isolated}}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"thresholds file {path}: not UTF-8 text"):
+        load_config(path)
 
 
 def test_unchanged_exposure_has_an_unchanged_key() -> None:

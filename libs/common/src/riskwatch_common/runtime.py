@@ -364,6 +364,11 @@ def run_main(
         main = _with_metrics(MetricsServer(settings.http_host, settings.metrics_port), main)
     try:
         failure = asyncio.run(_run_until_signal(main))
+    except ConfigError as exc:
+        # A config file the service reads as it starts (thresholds, routing, ...): one line
+        # and exit 2, like a bad environment variable, not a traceback.
+        print(f"{service}: {exc}", file=sys.stderr)
+        return 2
     except Exception:
         log.exception("service failed")
         return 1
