@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -44,7 +42,7 @@ from risk_processor.tables import TableWriter
 from risk_processor.transport import DELIVERY, quiet_faust_logs
 from riskwatch_common.clock import Clock, utc_now
 from riskwatch_common.kafka import BrokerProbe, ensure_topics
-from riskwatch_common.runtime import Health, HttpServer, add_to_dump
+from riskwatch_common.runtime import Health, HttpServer, add_to_dump, force_exit_after
 from riskwatch_common.topics import (
     ACCOUNT_EVENTS,
     ACCOUNT_EXPOSURES,
@@ -68,7 +66,9 @@ STOP_TIMEOUT_S = 5.0
 SHUTDOWN_TIMEOUT_S = 30.0
 """How long a worker asked to stop (SIGTERM) waits for Faust's graceful stop."""
 FORCED_EXIT_S = 9.0
-"""After a failure, ``main`` exits the process this long later whatever still runs."""
+"""After a failure, ``main`` exits the process this long later whatever still runs
+(``riskwatch_common.runtime.force_exit_after``): ``STOP_TIMEOUT_S`` for Faust's stop, then
+the rest of ``run``'s cleanup."""
 
 __all__ = ["INPUT_TOPICS", "INTERNAL_TOPICS", "OUTPUT_TOPICS", "SERVICE", "RiskProcessor"]
 
@@ -354,28 +354,17 @@ def _by_tp(counts: Mapping[Any, int]) -> dict[str, int]:
     return {f"{tp.topic}[{tp.partition}]": n for tp, n in counts.items()}
 
 
-def _force_exit_later(seconds: float) -> None:
-    """Exit the process in ``seconds`` whatever still runs: a graceful stop that hangs
-    (Faust's wait_empty on a batch never acked) must not keep a blind worker alive."""
-
-    def bye() -> None:
-        log.error("forced exit: the worker failed and did not stop in time")
-        logging.shutdown()
-        os._exit(1)
-
-    timer = threading.Timer(seconds, bye)
-    timer.daemon = True
-    timer.start()
-
-
 async def main(settings: RiskProcessorSettings) -> None:
     """Entry point of ``python -m risk_processor`` (logging is configured by then)."""
     quiet_faust_logs(logging.getLogger().getEffectiveLevel())
     processor = RiskProcessor(settings)
 
     async def watchdog() -> None:
+        # The worker stops itself on a failure (Faust first, then ``run`` raises); should
+        # that stop hang (Faust's wait_empty on a batch never acked), the shared watchdog
+        # ends the process: a blind worker must not stay alive.
         await processor.failed.wait()
-        _force_exit_later(FORCED_EXIT_S)
+        force_exit_after(FORCED_EXIT_S, 1, "the Faust worker failed and did not stop in time")
 
     guard = asyncio.ensure_future(watchdog())
     try:

@@ -193,11 +193,20 @@ async def test_a_failing_agent_stops_the_worker_within_10_s_and_healthz_at_once(
 
 
 def test_a_worker_whose_stop_hangs_is_forced_out_with_a_non_zero_exit() -> None:
+    # main arms the shared watchdog (runtime.force_exit_after) when the worker fails; here
+    # the worker's stop never returns.
     script = (
-        "import time\n"
-        "from risk_processor.app import _force_exit_later\n"
-        "_force_exit_later(0.5)\n"
-        "time.sleep(60)\n"
+        "import asyncio\n"
+        "from risk_processor import app\n"
+        "app.FORCED_EXIT_S = 0.5\n"
+        "class Hung:\n"
+        "    failed = asyncio.Event()\n"
+        "    async def run(self):\n"
+        "        self.failed.set()\n"
+        "        await asyncio.sleep(60)\n"  # Faust's stop that never returns
+        "app.RiskProcessor = lambda settings: Hung()\n"
+        "app.quiet_faust_logs = lambda level: None\n"
+        "asyncio.run(app.main(None))\n"
     )
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-c", script], timeout=30, check=False)

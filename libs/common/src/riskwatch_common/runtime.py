@@ -10,7 +10,8 @@ Fail fast (never silently blind): a service that can no longer do its job calls
 it when the loop raises. From that moment ``/healthz`` and ``/readyz`` answer 503, the app is
 cancelled so its ``finally`` blocks run, and the process exits 1 within ``FAIL_EXIT_S`` even
 when that graceful stop hangs (a watchdog thread, so a blocked event loop cannot stop it).
-A stop on SIGTERM/SIGINT that hangs is forced after ``STOP_TIMEOUT_S`` the same way.
+A stop on SIGTERM/SIGINT that hangs is forced after ``STOP_TIMEOUT_S`` the same way. Both
+use one watchdog, ``force_exit_after``.
 """
 
 from __future__ import annotations
@@ -273,9 +274,13 @@ def dump_tasks() -> str:
     return out.getvalue()
 
 
-def _force_exit_after(seconds: float, code: int, why: str) -> None:
+def force_exit_after(seconds: float, code: int, why: str) -> None:
     """Exit with ``code`` after ``seconds`` unless the process ended first; a thread, so a
-    hung event loop or a stop that never returns cannot hold it."""
+    hung event loop or a stop that never returns cannot hold it.
+
+    The one watchdog: ``Health.fail`` and signals arm it through ``run_main``; an app that
+    runs its own graceful stop on failure (the risk processor stops Faust) arms it directly.
+    """
 
     def fire() -> None:
         log.critical("graceful stop hung, forcing exit", extra={"after_s": seconds, "why": why})
@@ -302,13 +307,13 @@ class _Process:
         if self.failure is not None:
             return
         self.failure = reason
-        _force_exit_after(FAIL_EXIT_S, 1, reason)
+        force_exit_after(FAIL_EXIT_S, 1, reason)
         self.loop.call_soon_threadsafe(self.task.cancel)
 
     def stop(self) -> None:
         if not self.stopping:
             self.stopping = True
-            _force_exit_after(STOP_TIMEOUT_S, 1, "signal")
+            force_exit_after(STOP_TIMEOUT_S, 1, "signal")
         self.task.cancel()
 
 
