@@ -19,6 +19,10 @@ from riskwatch_common.broker import KAFKA_IMAGE
 
 HERE = Path(__file__).resolve().parent
 COMPOSE = HERE.parents[1] / "docker-compose.yml"
+# the one made-up dev token: the k8s dev overlay's, and the simulator stack's default
+DEV_QUERY_TOKEN = (
+    (HERE.parents[1] / "deploy/k8s/overlays/dev/dev-query-token.txt").read_text().strip()
+)
 
 Spec = dict[str, Any]
 
@@ -169,12 +173,36 @@ def test_no_secret_value_is_written_into_the_compose_file(
     for name, spec in compose["services"].items():
         for var, value in spec.get("environment", {}).items():
             if kit.secret_like(var):
-                # only passed through from the shell or .env, under its own name
-                assert value in (f"${{{var}}}", f"${{{var}:-}}"), f"{name} writes {var}"
+                # only passed through from the shell or .env, under its own name; the query
+                # token alone has a default, the made-up dev one (next test)
+                allowed = [f"${{{var}}}", f"${{{var}:-}}"]
+                if var == "RISK_PROCESSOR_QUERY_TOKEN":
+                    allowed.append(f"${{{var}:-{DEV_QUERY_TOKEN}}}")
+                assert value in allowed, f"{name} writes {var}"
             assert value is not None, f"{name}: {var} without a value"
         for env_file in spec.get("env_file", []):
             # .env is optional: `docker compose up` works from a fresh clone
             assert env_file == {"path": ".env", "required": False}, name
+
+
+def test_a_fresh_simulator_stack_gives_the_processor_the_dev_overlays_made_up_token(
+    compose: Spec, kit: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a token in .env the processor stopped at startup: `docker compose up` from a
+    # fresh clone did not work.
+    from risk_processor.settings import RiskProcessorSettings
+    from riskwatch_common.settings import load_settings
+
+    env = compose["services"]["risk-processor"]["environment"]
+    assert env["RISK_PROCESSOR_QUERY_TOKEN"] == (
+        f"${{RISK_PROCESSOR_QUERY_TOKEN:-{DEV_QUERY_TOKEN}}}"
+    )
+    assert "dev" in DEV_QUERY_TOKEN and "not-secret" in DEV_QUERY_TOKEN
+    monkeypatch.setenv("RISK_PROCESSOR_HTTP_HOST", "0.0.0.0")
+    monkeypatch.setenv("RISK_PROCESSOR_QUERY_TOKEN", DEV_QUERY_TOKEN)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+    settings = load_settings(RiskProcessorSettings)
+    assert settings.query_token is not None
 
 
 def test_environment_names_are_settings_of_the_service(

@@ -115,6 +115,13 @@ def test_live_ingestors_load_the_accounts_and_keys_riskwatch_init_writes(
         assert "ingestor" in spec["networks"]["default"]["aliases"]
 
 
+def test_live_risk_processor_requires_a_real_query_token(live: Spec) -> None:
+    # the simulator stack's made-up default must never serve real accounts: `${VAR:?...}`
+    # makes compose refuse to start while the token is unset or empty
+    token = live["services"]["risk-processor"]["environment"]["RISK_PROCESSOR_QUERY_TOKEN"]
+    assert re.fullmatch(r"\$\{RISK_PROCESSOR_QUERY_TOKEN:\?[^}]+\}", token), token
+
+
 def test_live_risk_processor_reads_the_thresholds_init_writes(live: Spec, init_dir: Path) -> None:
     from risk_processor.config import load_config
 
