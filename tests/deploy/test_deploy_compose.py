@@ -197,7 +197,8 @@ def test_a_fresh_simulator_stack_gives_the_processor_the_dev_overlays_made_up_to
     assert env["RISK_PROCESSOR_QUERY_TOKEN"] == (
         f"${{RISK_PROCESSOR_QUERY_TOKEN:-{DEV_QUERY_TOKEN}}}"
     )
-    assert "dev" in DEV_QUERY_TOKEN and "not-secret" in DEV_QUERY_TOKEN
+    assert DEV_QUERY_TOKEN.startswith("dev-")
+    assert "not-secret" in DEV_QUERY_TOKEN
     monkeypatch.setenv("RISK_PROCESSOR_HTTP_HOST", "0.0.0.0")
     monkeypatch.setenv("RISK_PROCESSOR_QUERY_TOKEN", DEV_QUERY_TOKEN)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
