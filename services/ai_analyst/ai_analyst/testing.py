@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -238,24 +238,6 @@ def hedge_option(option_id: str, **kw: Any) -> HedgeOption:
 
 
 THREE_OPTIONS = tuple(hedge_option(i) for i in ("reduce", "offset", "add_margin"))
-
-
-class FakeClock:
-    """Wall clock and monotonic clock in one, moved by hand."""
-
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-        self.mono = 1000.0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-        self.mono += seconds
 
 
 class Sleeps:

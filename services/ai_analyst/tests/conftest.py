@@ -14,7 +14,7 @@ from ai_analyst.budget_store import BudgetStore, MemoryBudgetStore
 from ai_analyst.context import ContextBook
 from ai_analyst.gateway import LlmGateway, build_client
 from ai_analyst.pricing import ModelPrice, SpendLedger
-from ai_analyst.testing import API_KEY, NOW, FakeClock, FakeGateway, Sleeps
+from ai_analyst.testing import API_KEY, NOW, FakeGateway, Sleeps
 from riskwatch_common.contracts import (
     ActionKind,
     AlertTransition,
@@ -26,6 +26,7 @@ from riskwatch_common.contracts import (
     SuggestedAction,
     new_event_id,
 )
+from riskwatch_common.testkit import FakeClock
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def sleeps() -> Sleeps:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(NOW)
 
 
 @pytest.fixture

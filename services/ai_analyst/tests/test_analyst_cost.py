@@ -11,9 +11,9 @@ from typing import Any
 from ai_analyst.analyst import BUDGET_RULE, Analyst, split
 from ai_analyst.budget_store import MemoryBudgetStore
 from ai_analyst.coalesce import Windows
-from ai_analyst.testing import FakeClock, FakeGateway, facts_of
+from ai_analyst.testing import FakeGateway, facts_of
 from riskwatch_common.contracts import AnalysisMode, RiskAlertChanged, Severity
-from riskwatch_common.testkit import wait_until
+from riskwatch_common.testkit import FakeClock, wait_until
 
 
 def test_windows_close_after_their_time_or_when_full() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from ai_analyst.analyst import NOTE_NO_KEY, Analyst
 from ai_analyst.breaker import BreakerState
-from ai_analyst.testing import API_KEY, FakeClock, FakeGateway, Sleeps, completion
+from ai_analyst.testing import API_KEY, FakeGateway, Sleeps, completion
 from riskwatch_common.contracts import (
     AlertTransition,
     AnalysisMode,
@@ -21,7 +21,7 @@ from riskwatch_common.contracts import (
     Severity,
     derived_event_id,
 )
-from riskwatch_common.testkit import wait_until
+from riskwatch_common.testkit import FakeClock, wait_until
 
 
 async def test_routine_alert_uses_the_cheap_model_with_json_mode_and_bearer_key(

@@ -15,18 +15,10 @@ import pytest
 from ingestor.linkwatch import AccountView, LinkWatch
 from riskwatch_common.contracts import AccountStatusChanged, PipelineHeartbeat, StreamStatus
 from riskwatch_common.settings import KafkaSettings
-from riskwatch_common.testkit import read_topic, wait_until
+from riskwatch_common.testkit import FakeClock, read_topic, wait_until
 from riskwatch_common.topics import ACCOUNT_EVENTS
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def watch(clock: FakeClock) -> LinkWatch:
@@ -48,7 +40,7 @@ def statuses(events: list[Any]) -> list[tuple[str, StreamStatus]]:
 
 
 def test_every_tick_gives_each_account_a_heartbeat_with_group_and_link_state() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     w = watch(clock)
 
     events = w.tick([view("main", True), view("sub", False)])
@@ -63,7 +55,7 @@ def test_every_tick_gives_each_account_a_heartbeat_with_group_and_link_state() -
 
 
 def test_link_down_is_reported_once_past_the_threshold_and_again_after_recovering() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     w = watch(clock)
     assert statuses(w.tick([view("main", False)])) == []
     clock.now += timedelta(seconds=59)
@@ -85,7 +77,7 @@ def test_link_down_is_reported_once_past_the_threshold_and_again_after_recoverin
 
 
 def test_a_rejected_key_is_not_also_reported_as_link_down() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     w = watch(clock)
     w.tick([view("main", False, auth_failed=True)])
     clock.now += timedelta(seconds=600)
@@ -94,7 +86,7 @@ def test_a_rejected_key_is_not_also_reported_as_link_down() -> None:
 
 
 def test_key_expiring_within_7_days_is_reported_once_then_ok_when_renewed() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     w = watch(clock)
 
     assert w.key_checked("main", None) is None
@@ -115,7 +107,7 @@ def test_key_expiring_within_7_days_is_reported_once_then_ok_when_renewed() -> N
 
 
 def test_an_expired_key_says_so() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     event = watch(clock).key_checked("main", T0 - timedelta(hours=1))
     assert event is not None
     assert event.reason.startswith("API key expired (")
