@@ -156,7 +156,6 @@ def trace_alerts(
     frame_times: Mapping[str, float],
     event_times: Mapping[str, float],
     deliveries: Iterable[tuple[float, str]],
-    texts_of: Callable[[RiskAlertChanged], Iterable[str]],
     window: tuple[float, float],
 ) -> AlertTraces:
     """Trace each alert caused in ``window`` from its frame to its delivery.
@@ -164,22 +163,17 @@ def trace_alerts(
     An alert's correlation id is the id of the exchange frame that caused it:
     ``frame_times`` (frame id -> exchange time) and ``event_times`` (correlation id ->
     when the account event was produced) are looked up by it. A delivery is
-    ``(arrival time, message text)`` and belongs to the alert one of whose ``texts_of`` it
-    is (a channel's message carries no event id). Alerts count once per event id (a
-    redelivered record is one alert); the first delivery of each counts. Each trace is
-    (frame, account event produced, alert produced, delivered), in seconds.
+    ``(delivered time, alert event id)``: a ``NotificationDelivered`` record's
+    ``produced_at`` and ``source_event_id``, which name the alert whatever text the channel
+    got (a digest of a burst has one record per alert in it). Alerts count once per event
+    id (a redelivered record is one alert); the earliest delivery of each counts. Each trace
+    is (frame, account event produced, alert produced, delivered), in seconds.
     """
     start, end = window
     unique = {a.event_id: a for a in alerts}
-    by_text: dict[str, str] = {}
-    for alert in unique.values():
-        for text in texts_of(alert):
-            by_text.setdefault(text, alert.event_id)
     delivered: dict[str, float] = {}
-    for at, text in deliveries:
-        event_id = by_text.get(text)
-        if event_id is not None:
-            delivered.setdefault(event_id, at)
+    for at, event_id in deliveries:
+        delivered[event_id] = min(at, delivered.get(event_id, at))
     out = AlertTraces()
     for alert in unique.values():
         frame = frame_times.get(alert.correlation_id)
