@@ -19,18 +19,12 @@ from risk_processor.engine import (
     load_tier_table,
 )
 from risk_processor.engine.whatif import WhatIfError, what_if
+from riskwatch_common.testkit import BRIEF_BTC_ROWS
 
 D = Decimal
 BUY, SELL = Side.BUY, Side.SELL
 
-BRIEF_ROWS = [
-    {"id": 1, "riskLimitValue": "1000000", "maintenanceMargin": "0.0050",
-     "initialMargin": "0.0100", "maxLeverage": "100", "mmDeduction": ""},
-    {"id": 2, "riskLimitValue": "2600000", "maintenanceMargin": "0.0056",
-     "initialMargin": "0.0111", "maxLeverage": "90", "mmDeduction": "600"},
-    {"id": 3, "riskLimitValue": "3200000", "maintenanceMargin": "0.0062",
-     "initialMargin": "0.0125", "maxLeverage": "80", "mmDeduction": "2160"},
-]  # fmt: skip
+BRIEF_ROWS = BRIEF_BTC_ROWS
 
 
 def tables() -> dict[str, TierTable]:

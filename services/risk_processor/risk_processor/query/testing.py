@@ -27,18 +27,12 @@ from risk_processor.query import http
 from risk_processor.query.live import AccountInputs, NotOwned, UnknownAccount
 from risk_processor.query.views import alerts_key, exposure_key
 from riskwatch_common.clock import Clock
+from riskwatch_common.testkit import BRIEF_BTC_ROWS
 
 D = Decimal
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
-BRIEF_ROWS = [
-    {"id": 1, "riskLimitValue": "1000000", "maintenanceMargin": "0.0050",
-     "initialMargin": "0.0100", "maxLeverage": "100", "mmDeduction": ""},
-    {"id": 2, "riskLimitValue": "2600000", "maintenanceMargin": "0.0056",
-     "initialMargin": "0.0111", "maxLeverage": "90", "mmDeduction": "600"},
-    {"id": 3, "riskLimitValue": "3200000", "maintenanceMargin": "0.0062",
-     "initialMargin": "0.0125", "maxLeverage": "80", "mmDeduction": "2160"},
-]  # fmt: skip
+BRIEF_ROWS = BRIEF_BTC_ROWS
 
 
 def bob_inputs() -> AccountInputs:
