@@ -17,6 +17,18 @@ from notifier.messages import Notification
 MAX_RETRY_AFTER_HEADER = 3600.0
 
 
+def retry_after_header(raw: str | None) -> float | None:
+    """Slack's ``Retry-After`` in seconds (webhook and Web API alike), or None when it is
+    missing, not a number, or outside [0, ``MAX_RETRY_AFTER_HEADER``]."""
+    try:
+        wait = float(raw) if raw else None
+    except ValueError:
+        return None
+    if wait is not None and not 0 <= wait <= MAX_RETRY_AFTER_HEADER:
+        return None
+    return wait
+
+
 class SlackChannel:
     def __init__(
         self,
@@ -55,13 +67,7 @@ class SlackChannel:
         if status == 200 and text == "ok":
             return Attempt(Result.DELIVERED)
         if status == 429:
-            wait: float | None = None
-            try:
-                wait = float(retry_after) if retry_after else None
-            except ValueError:
-                wait = None
-            if wait is not None and not 0 <= wait <= MAX_RETRY_AFTER_HEADER:
-                wait = None
+            wait = retry_after_header(retry_after)
             return Attempt(Result.RETRY, "rate_limited", error, retry_after=wait)
         if status >= 500:
             return Attempt(Result.RETRY, "server_error", error)

@@ -20,13 +20,13 @@ import orjson
 
 from notifier.channels import Attempt, Result
 from notifier.messages import Notification
+from notifier.slack import retry_after_header
 from riskwatch_common.contracts import NotificationKind
 
 RETRYABLE = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
 REMEMBERED = 10_000
-MAX_RETRY_AFTER_HEADER = 3600.0
 
 
 class SlackBotChannel:
@@ -102,13 +102,7 @@ class SlackBotChannel:
                     self._ts.popitem(last=False)
             return Attempt(Result.DELIVERED, ref=ts if isinstance(ts, str) else None)
         if status == 429 or error_code == "ratelimited":
-            wait: float | None
-            try:
-                wait = float(retry_after) if retry_after else None
-            except ValueError:
-                wait = None
-            if wait is not None and not 0 <= wait <= MAX_RETRY_AFTER_HEADER:
-                wait = None
+            wait = retry_after_header(retry_after)
             return Attempt(Result.RETRY, "rate_limited", error, retry_after=wait)
         if status >= 500 or error_code in RETRYABLE:
             return Attempt(Result.RETRY, "server_error", error)
