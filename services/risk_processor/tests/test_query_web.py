@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,10 @@ async def test_web_overview_shows_the_accounts_and_updates_live(
 ) -> None:
     from playwright.async_api import async_playwright, expect
 
-    async with running(kafka, tmp_path, query_token=TOKEN) as proc:
+    # the absolute USD net limit is opt-in: this test turns it on for its portfolio alert
+    async with running(
+        kafka, tmp_path, query_token=TOKEN, net_exposure_limit_usd=Decimal(10000)
+    ) as proc:
         await publish(kafka, SAMPLE)
         base = f"http://127.0.0.1:{proc.http.port}"
         async with async_playwright() as pw:
