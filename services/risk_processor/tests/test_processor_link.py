@@ -168,3 +168,33 @@ async def test_portfolio_rules_wait_for_the_first_resync_then_time_out_without_n
 
 async def _portfolio_alerts(kafka: KafkaSettings) -> list[RiskAlertChanged]:
     return [a for a in await read_models(kafka, ALERTS, timeout=0.5) if a.account == "portfolio"]
+
+
+async def test_an_open_link_alert_survives_a_restart_and_resolves_after_it(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    down_since = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+    async with running(kafka, tmp_path):
+        await publish(
+            kafka,
+            [status("sub_r", StreamStatus.LINK_DOWN, down_since=down_since, reason="no data")],
+        )
+        await wait_until(lambda: _link_alerts(kafka, "sub_r"), message="account_link raised")
+    async with running(kafka, tmp_path) as proc:
+        # The link state came back with the risk table's changelog.
+        held = await wait_until(lambda: proc.risk.get("sub_r"), message="risk book restored")
+        assert held.link is not None
+        assert held.link.stream == "link_down"
+        assert held.link.since == down_since
+        await publish(kafka, [status("sub_r", StreamStatus.CONNECTED)])
+
+        async def resolved() -> list[RiskAlertChanged] | None:
+            got = await _link_alerts(kafka, "sub_r")
+            return got if got and got[-1].transition is AlertTransition.RESOLVED else None
+
+        transitions = await wait_until(resolved, message="resolved after the restart")
+    # Raised once (not again after the restart), then resolved.
+    assert [a.transition for a in transitions] == [
+        AlertTransition.RAISED,
+        AlertTransition.RESOLVED,
+    ]
