@@ -316,6 +316,8 @@ def evaluate_account(
     def options(
         t: engine.AlertTransition, computed: engine.Action | None
     ) -> tuple[HedgeOption, ...]:
+        if t.rule == engine.Rule.ACCOUNT_LINK:
+            return ()  # a broken link is not fixed by trading
         # The plan's options trade and transfer what the computed action says, so the
         # figures the analyst ranks match the action on the alert.
         reduce_usd, margin_usd = _action_amounts(computed)

@@ -70,6 +70,8 @@ def test_link_down_raises_high_naming_the_time_and_resynced_resolves_at_once() -
     assert raised.action is not None
     assert raised.action.kind is ActionKind.CHECK_LINK
     assert raised.action.account == "sub_x"
+    # A broken link is not fixed by trading: no hedge plan, although sub_x holds BTCUSDT.
+    assert raised.hedge_options == ()
     # Still down: the alert stays open and silent.
     again = _run(first.risk, T0 + timedelta(seconds=5))
     assert _link_alerts(again) == []
