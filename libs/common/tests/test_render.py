@@ -195,6 +195,8 @@ def test_describe_reduce_exposure_names_the_scope() -> None:
 def test_describe_check_link_and_monitor() -> None:
     link = SuggestedAction(kind=ActionKind.CHECK_LINK, account="sub_hedge")
     assert describe_action(link) == "check sub_hedge's link to Bybit (API key, network)"
+    expiring = link.model_copy(update={"deadline": datetime(2026, 12, 10, 9, 0, tzinfo=UTC)})
+    assert describe_action(expiring) == "renew sub_hedge's API key on Bybit before Thu 10 Dec 09:00"
     watch = SuggestedAction(kind=ActionKind.MONITOR, account="main", symbol="ETHUSDT")
     assert describe_action(watch) == "no action needed now; keep watching ETHUSDT"
 

@@ -45,6 +45,7 @@ SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.HIGH: 1, Severity.WARNING: 2, Se
 RESOLVED_RANK = 3
 RESOLVED_ICON = "✅"
 STALLED_RULE = "monitoring_stalled"
+LINK_RULE = "account_link"
 """The notifier's own alert: a group's heartbeats stopped (see ``watchdog.py``)."""
 HUNDRED = Decimal(100)
 
@@ -189,10 +190,27 @@ def _what(
     return name if subject in ("account", PORTFOLIO_KEY) else f"{s} {name.lower()}"
 
 
+def _link_what(alert: RiskAlertChanged, tz: tzinfo) -> str:
+    """The headline of an ``account_link`` alert: its severity says which problem it is
+    (the risk processor's engine.link: CRITICAL key refused, HIGH no data, WARNING key
+    expiring, with the expiry as the action's deadline)."""
+    if alert.severity is Severity.CRITICAL:
+        return "Bybit refused the API key: positions not watched"
+    if alert.severity is Severity.HIGH:
+        return "no data from Bybit: positions not watched"
+    expires = alert.action.deadline if alert.action is not None else None
+    if expires is None:
+        return "API key expiring"
+    local = expires.astimezone(tz)
+    return f"API key expires {local:%a} {local.day} {local:%b}"
+
+
 def _now_text(rule: str, subject: str, exposure: ExposureSnapshotted | None) -> str | None:
     """What a resolved alert's measure is now, from the latest snapshot, when we know it."""
     if rule == STALLED_RULE:
         return f"data flows again from {subject}"
+    if rule == LINK_RULE:
+        return "Bybit link OK: positions watched again"
     if exposure is None:
         return None
     if rule == "liquidation_distance":
@@ -256,7 +274,10 @@ def headline(alert: RiskAlertChanged, ctx: Context = Context()) -> str:
     label = alert.severity.value
     if alert.transition == AlertTransition.ESCALATED:
         label += " ↑"
-    what = _what(alert.rule, alert.subject, dict(alert.numbers), ctx.exposure)
+    if alert.rule == LINK_RULE:
+        what = _link_what(alert, ctx.tz)
+    else:
+        what = _what(alert.rule, alert.subject, dict(alert.numbers), ctx.exposure)
     return f"{icon} {label} · {alert.account} · {what}"
 
 

@@ -12,6 +12,7 @@ from notifier.messages import (
     Context,
     from_alert,
     from_analysis,
+    headline,
     slack_escape,
     split_html,
 )
@@ -216,3 +217,34 @@ def test_split_keeps_every_part_under_the_limit_and_valid_html(telegram_accepts:
 
 def test_slack_escape() -> None:
     assert slack_escape("a<b>&c") == "a&lt;b&gt;&amp;c"
+
+
+def test_account_link_headlines_say_what_is_broken_and_that_positions_are_not_watched(
+    make_alert: Any,
+) -> None:
+    def link(severity: Severity, **kw: Any) -> Any:
+        return make_alert(
+            rule="account_link", subject="account", account="sub_x", severity=severity, **kw
+        )
+
+    refused = link(Severity.CRITICAL)
+    assert headline(refused) == (
+        "🚨 CRITICAL · sub_x · Bybit refused the API key: positions not watched"
+    )
+    assert headline(link(Severity.HIGH)) == (
+        "🔴 HIGH · sub_x · no data from Bybit: positions not watched"
+    )
+    expiring = link(Severity.WARNING).model_copy(
+        update={
+            "action": SuggestedAction(
+                kind=ActionKind.CHECK_LINK,
+                account="sub_x",
+                deadline=datetime(2026, 12, 18, 23, 30, tzinfo=UTC),
+            )
+        }
+    )
+    # In the reader's zone: 23:30 UTC is already the 19th in Berlin.
+    berlin = Context(tz=ZoneInfo("Europe/Berlin"))
+    assert headline(expiring, berlin) == "🟠 WARNING · sub_x · API key expires Sat 19 Dec"
+    back = link(Severity.HIGH, transition=AlertTransition.RESOLVED)
+    assert headline(back) == "✅ RESOLVED · sub_x · Bybit link OK: positions watched again"

@@ -59,7 +59,9 @@ class Coalescer:
     ) -> None:
         """Queue ``key``'s snapshot unless it shows what was published last."""
         alerts = tuple((k, a.severity, a.value) for k, a in risk.alerts.items())
-        fingerprint = (exposure_key(exposure), alerts)
+        # The first resync goes to the portfolio stage with the summary (its warm-up).
+        resynced = risk.link.resynced if risk.link is not None else None
+        fingerprint = (exposure_key(exposure), alerts, resynced)
         if self.published.get(key) == fingerprint:
             self.staged.pop(key, None)
             return

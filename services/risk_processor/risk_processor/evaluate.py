@@ -20,6 +20,7 @@ from risk_processor.engine import (
     PositionMode,
     TierTable,
 )
+from risk_processor.engine import link as link_rule
 from risk_processor.engine.hedging import hedge_options
 from risk_processor.outputs import Cause, alert_event, wire_hedge_option
 from risk_processor.state import (
@@ -78,6 +79,8 @@ class PortfolioEvaluation:
     exposure: engine.PortfolioExposure
     risk: RiskBook
     alerts: tuple[RiskAlertChanged, ...]
+    # The warm-up is still running: evaluate again later even if nothing changes.
+    waiting: bool = False
 
 
 def profile_of(state: AccountState, config: RiskConfig) -> AccountProfile:
@@ -313,6 +316,8 @@ def evaluate_account(
     def options(
         t: engine.AlertTransition, computed: engine.Action | None
     ) -> tuple[HedgeOption, ...]:
+        if t.rule == engine.Rule.ACCOUNT_LINK:
+            return ()  # a broken link is not fixed by trading
         # The plan's options trade and transfer what the computed action says, so the
         # figures the analyst ranks match the action on the alert.
         reduce_usd, margin_usd = _action_amounts(computed)
@@ -332,6 +337,8 @@ def evaluate_account(
     deadlines = {symbol: p.deadline for symbol, p in pending.items()}
 
     def action(t: engine.AlertTransition) -> engine.Action | None:
+        if t.rule == engine.Rule.ACCOUNT_LINK:
+            return link_rule.link_action(account, risk.link)
         return engine.account_action(t, exposure, thresholds, orders, deadlines)
 
     candidates = engine.evaluate_account(
@@ -340,6 +347,10 @@ def evaluate_account(
     held, moves = _tier_moves(account, risk.tiers_held, exposure)
     candidates.extend(moves)
     candidates.extend(platform)
+    if risk.link is not None:
+        found = link_rule.link_candidate(account, risk.link, now)
+        if found is not None:
+            candidates.append(found)
     states, transitions = engine.reconcile(
         account, risk.alerts, candidates, now, config.alert_policy
     )
@@ -362,7 +373,7 @@ def evaluate_account(
     )
     return Evaluation(
         exposure=exposure,
-        risk=RiskBook(states, seqs, seen, held, pending, risk.outbox),
+        risk=RiskBook(states, seqs, seen, held, pending, risk.outbox, link=risk.link),
         alerts=alerts,
         risk_id_mismatches=mismatches,
         platform_changes=detected,
@@ -414,7 +425,7 @@ def evaluate_portfolio(
         risk = replace(risk, warmup_started=now)
     ready = portfolio_readiness(accounts, config, now, risk.warmup_started, resynced, known)
     if not ready.ready:
-        return PortfolioEvaluation(exposure=exposure, risk=risk, alerts=())
+        return PortfolioEvaluation(exposure=exposure, risk=risk, alerts=(), waiting=True)
     candidates = engine.evaluate_portfolio(
         exposure, config.portfolio, engine.active_keys(risk.alerts.values(), PORTFOLIO)
     )

@@ -33,6 +33,7 @@ from risk_processor.engine import (
     TierTable,
     Wallet,
 )
+from risk_processor.engine.link import LinkState
 from riskwatch_common.clock import to_ms
 from riskwatch_common.contracts import (
     MarkPriceUpdated,
@@ -288,6 +289,8 @@ class RiskBook:
     lose an alert; entries leave once the broker acknowledged them.
     ``warmup_started`` (portfolio only): when the portfolio was first evaluated, the start
     of its warm-up (``evaluate.portfolio_readiness``).
+    ``link`` (accounts only): what the ingestor last said about the account's link to
+    Bybit (``engine.link``), ``None`` until it said anything.
     """
 
     alerts: Mapping[str, AlertState] = field(default_factory=dict)
@@ -297,6 +300,7 @@ class RiskBook:
     pending: Mapping[str, PendingChange] = field(default_factory=dict)
     outbox: Mapping[str, bytes] = field(default_factory=dict)
     warmup_started: datetime | None = None
+    link: LinkState | None = None
 
 
 EMPTY_RISK = RiskBook()
@@ -319,6 +323,7 @@ def risk_to_json(b: RiskBook) -> Any:
         },
         "outbox": {k: v.decode() for k, v in b.outbox.items()},
         **({"warmup": b.warmup_started.isoformat()} if b.warmup_started is not None else {}),
+        **({"link": b.link.to_dict()} if b.link is not None else {}),
     }
 
 
@@ -339,6 +344,7 @@ def risk_from_json(d: Mapping[str, Any]) -> RiskBook:
         },
         outbox={k: v.encode() for k, v in d.get("outbox", {}).items()},
         warmup_started=datetime.fromisoformat(d["warmup"]) if "warmup" in d else None,
+        link=LinkState.from_dict(d["link"]) if "link" in d else None,
     )
 
 
@@ -458,13 +464,15 @@ def tiers_from_json(d: Mapping[str, Any]) -> TierEntry:
 @dataclass(frozen=True, slots=True)
 class AccountSummary:
     """An account's latest exposure as the portfolio stage received it (``wire``: the
-    exposure's JSON form as received, reused for the changelog)."""
+    exposure's JSON form as received, reused for the changelog). ``resynced``: whether the
+    account completed its first resync, ``None`` when it never reported a link status."""
 
     exposure: AccountExposure
     at_ms: int
     correlation_id: str
     produced_ms: int
     wire: Any = field(default=None, compare=False, repr=False)
+    resynced: bool | None = None
 
 
 def newer_summary(held: AccountSummary | None, summary: AccountSummary) -> bool:
@@ -478,12 +486,19 @@ def summary_to_json(s: AccountSummary) -> Any:
         "at": s.at_ms,
         "corr": s.correlation_id,
         "produced": s.produced_ms,
+        **({"resynced": s.resynced} if s.resynced is not None else {}),
     }
 
 
 def summary_from_json(d: Mapping[str, Any]) -> AccountSummary:
+    resynced = d.get("resynced")
     return AccountSummary(
-        codec.exposure_from_json(d["e"]), int(d["at"]), str(d["corr"]), int(d["produced"]), d["e"]
+        codec.exposure_from_json(d["e"]),
+        int(d["at"]),
+        str(d["corr"]),
+        int(d["produced"]),
+        d["e"],
+        None if resynced is None else bool(resynced),
     )
 
 

@@ -80,6 +80,20 @@ async def test_an_active_account_link_alert_shows_the_link_down() -> None:
     assert hedge["display"]["link"] == "down"
 
 
+async def test_an_expiring_key_alone_shows_the_link_expiring_not_down() -> None:
+    state = demo_state()
+    reason = "the API key of sub_hedge expires on 2026-03-05 (in 4 day(s))"
+    state.put_alerts(
+        "sub_hedge", [alert_state("sub_hedge", "account_link", severity="WARNING", reason=reason)]
+    )
+    async with serving(state) as base:
+        _, body = await get(f"{base}/v1/accounts")
+    hedge = next(r for r in body["accounts"] if r["account"] == "sub_hedge")
+    assert hedge["link"]["status"] == "expiring"
+    assert hedge["link"]["reason"] == reason
+    assert hedge["display"]["link"] == "expiring"
+
+
 async def test_overview_has_the_portfolio_row_with_the_nearest_liquidation_of_all() -> None:
     async with serving(demo_state()) as base:
         _, body = await get(f"{base}/v1/overview")

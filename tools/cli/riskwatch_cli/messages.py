@@ -127,6 +127,7 @@ def sample_alerts() -> list[RiskAlertChanged]:
     cut_net = SuggestedAction(
         kind=ActionKind.REDUCE_EXPOSURE, account=ACCOUNT, amount_usd=D("1185003.2")
     )
+    check_link = SuggestedAction(kind=ActionKind.CHECK_LINK, account=ACCOUNT)
     return [
         _alert(
             "liquidation_distance",
@@ -198,6 +199,24 @@ def sample_alerts() -> list[RiskAlertChanged]:
             "85.0% of open positions are on the buy side (limit 80.0%)",
             {"buy_share": D("0.85"), "positions": D(7)},
             None,
+        ),
+        _alert(
+            "account_link",
+            "account",
+            Severity.WARNING,
+            f"the API key of {ACCOUNT} expires on 2026-12-18 (in 4 day(s)): after that, "
+            "positions are not watched",
+            {},
+            check_link.model_copy(update={"deadline": AT + timedelta(days=4)}),
+        ),
+        _alert(
+            "account_link",
+            "account",
+            Severity.HIGH,
+            f"no data from Bybit for {ACCOUNT} since 07:58 UTC: positions are not watched",
+            {},
+            check_link,
+            AlertTransition.ESCALATED,
         ),
         _alert(
             "liquidation_distance",

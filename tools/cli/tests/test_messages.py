@@ -39,6 +39,12 @@ def test_sample_prints_every_rule_kind_for_telegram_slack_and_console(
     liq = sections["liquidation_distance (raised)"]["telegram"]
     assert liq.startswith("<b>🔴 HIGH · sub_90x · BTCUSDT 4.8% from liquidation</b>")
     assert "👉 <b>add at least 21,334 USDT margin or cut BTCUSDT by 5.71 BTC" in liq
+    expiring = sections["account_link (raised)"]["telegram"]
+    assert expiring.startswith("<b>🟠 WARNING · sub_90x · API key expires Fri 18 Dec</b>")
+    assert "👉 <b>renew sub_90x's API key on Bybit before Fri 18 Dec 09:02</b>" in expiring
+    down = sections["account_link (escalated)"]["telegram"]
+    assert down.startswith("<b>🔴 HIGH ↑ · sub_90x · no data from Bybit: positions not watched")
+    assert "👉 <b>check sub_90x's link to Bybit (API key, network)</b>" in down
     resolved = sections["liquidation_distance (resolved)"]["telegram"]
     assert resolved.startswith("<b>✅ RESOLVED · sub_90x · BTCUSDT back to 12.3% from liquidation")
 

@@ -609,6 +609,12 @@ class AccountExposureNoted(BaseModel):
     corr: str = Field(description="Correlation id of the causing input.")
     produced: int = Field(description="produced_at of the causing input, epoch ms.")
     e: dict[str, Any] = Field(description="The exposure (risk_processor.codec wire form).")
+    resynced: bool | None = Field(
+        default=None,
+        description="Whether the account completed its first resync (AccountStatusChanged "
+        "resynced); absent when it never reported a link status. The portfolio warm-up "
+        "waits for it.",
+    )
 
 
 AccountEventUnion = Annotated[

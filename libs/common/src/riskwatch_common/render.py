@@ -61,6 +61,7 @@ RULE_NAMES: dict[str, str] = {
     "bybit_reduce_only": "Bybit reduce-only",
     "bybit_system_adjustment": "Bybit system adjustment",
     "platform_risk_change": "Bybit risk-limit change",
+    "account_link": "Bybit link",
 }
 
 
@@ -299,6 +300,9 @@ def _what(
         amount = usd(action.amount_usd, at_least=True)
         return f"reduce net exposure {where} by at least {amount}"
     if kind is ActionKind.CHECK_LINK:
+        if action.deadline is not None:
+            # An expiring key: the deadline that follows is its expiry.
+            return f"renew {action.account}'s API key on Bybit"
         return f"check {action.account}'s link to Bybit (API key, network)"
     if action.symbol:
         return f"no action needed now; keep watching {action.symbol}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from risk_processor import metrics, state
 from risk_processor.agents.context import EVENT_KINDS, Context
+from risk_processor.engine import link as link_rule
 from risk_processor.evaluate import AccountState, evaluate_account
 from risk_processor.outputs import Cause
 from risk_processor.reevaluate import fingerprint
@@ -88,10 +89,25 @@ def apply(work: Work, event: Any) -> bool:
             return False
         work.wallet = wallet
         work.dirty.add("wallets")
+    elif isinstance(event, AccountStatusChanged):
+        # The link state lives in the risk book (it survives restarts) and the account is
+        # evaluated even when no figure moved: ``account_link`` is raised or resolved now.
+        link = link_rule.step(
+            work.risk.link,
+            event.status.value,
+            event.occurred_at,
+            reason=event.reason,
+            down_since=event.down_since,
+            key_expires_at=event.key_expires_at,
+        )
+        if link == work.risk.link:
+            return True
+        work.risk = replace(work.risk, link=link)
+        work.dirty.add("risk")
+        work.forced = True
     else:
-        # Executions are followed by the position and order updates they cause; link
-        # status is the ingestor's health, not risk state.
-        return isinstance(event, ExecutionReported | AccountStatusChanged)
+        # Executions are followed by the position and order updates they cause.
+        return isinstance(event, ExecutionReported)
     return True
 
 
@@ -178,7 +194,7 @@ class AccountsAgent:
             if not changed:
                 stale[kind].inc()
                 continue
-            if not isinstance(event, ExecutionReported | AccountStatusChanged):
+            if not isinstance(event, ExecutionReported):
                 w.cause = Cause(event.correlation_id, event.occurred_at, event.produced_at)
             newest = event.produced_at
         if work:
@@ -206,7 +222,7 @@ class AccountsAgent:
             unchanged = reevaluator.unchanged(w.account, print_)
             if not w.dirty and not w.forced and (not w.reevaluate or unchanged):
                 continue
-            if not symbols and w.wallet is None:
+            if not symbols and w.wallet is None and w.risk.link is None:
                 continue
             cause = w.cause or reevaluator.market_cause(w.account, symbols, now, market.get)
             started = time.perf_counter()

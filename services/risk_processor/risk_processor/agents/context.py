@@ -210,4 +210,7 @@ class Context:
                 "produced": to_ms(cause.produced_at or staged.now),
                 "e": codec.exposure_to_json(e),
             }
+            link = staged.risk.link
+            if link is not None:
+                summary["resynced"] = link.resynced
             await self.send(summaries, PORTFOLIO_KEY, orjson.dumps(summary))

@@ -32,8 +32,17 @@ def decode_summary(raw: bytes) -> tuple[str, state.AccountSummary]:
     except (KeyError, TypeError, AttributeError, IndexError, ArithmeticError) as exc:
         raise ValueError(f"malformed exposure: {type(exc).__name__}: {exc}") from exc
     return noted.account, state.AccountSummary(
-        exposure, noted.at, noted.corr, noted.produced, noted.e
+        exposure, noted.at, noted.corr, noted.produced, noted.e, noted.resynced
     )
+
+
+def warmup_sets(accounts: dict[str, state.AccountSummary]) -> tuple[set[str], set[str]]:
+    """(resynced, known) for the portfolio warm-up: known are the accounts that reported a
+    link status, loaded those that completed their first resync or never reported one
+    (an account seen only through its data counts as loaded once evaluated)."""
+    known = {a for a, s in accounts.items() if s.resynced is not None}
+    resynced = {a for a, s in accounts.items() if s.resynced is not False}
+    return resynced, known
 
 
 class PortfolioAgent:
@@ -108,8 +117,16 @@ class PortfolioAgent:
             now = ctx.clock()
             started = time.perf_counter()
             try:
+                resynced, known = warmup_sets(accounts)
                 result = evaluate_portfolio(
-                    accounts, risk, config=ctx.config, now=now, cause=cause, source=ctx.source
+                    accounts,
+                    risk,
+                    config=ctx.config,
+                    now=now,
+                    cause=cause,
+                    source=ctx.source,
+                    resynced=resynced,
+                    known=known,
                 )
             except Exception:
                 metrics.EVALUATION_FAILURES.labels("portfolio").inc()
@@ -121,4 +138,8 @@ class PortfolioAgent:
             )
             await ctx.writer.put(table, partition, RISK_KEY, risk)
             ctx.coalescer.stage(PORTFOLIO_KEY, partition, result.exposure, risk, cause, now)
+            if result.waiting and self._due is None:
+                # Still warming up: the snapshot timer evaluates again, so the warm-up
+                # timeout fires even when no account changes any more.
+                self._due = due
         await ctx.emit_due()

@@ -14,6 +14,10 @@ Hysteresis, part 2 (part 1, value margins, is in ``rules``):
   consecutive evaluations does it become the new baseline (so HIGH → WARNING → HIGH
   flapping gives one ESCALATED, while a genuine later rise is announced again).
 
+Rules in ``RESOLVE_AT_ONCE`` report a discrete state, not a measured figure that can
+flicker: their alerts resolve at the first evaluation without them (``account_link``: the
+ingestor said the link recovered, and that may be followed by no further event at all).
+
 Current numbers: an open alert at an unchanged severity whose value moved by more than
 ``update_change`` (relative) since the figures last published, and not within
 ``update_interval`` of its last change, gives an UPDATED transition, so reminders and
@@ -74,6 +78,9 @@ class AlertPolicy:
 
 
 DEFAULT_ALERT_POLICY = AlertPolicy()
+
+RESOLVE_AT_ONCE = frozenset({"account_link"})
+"""Rules whose alerts resolve at the first evaluation without a candidate."""
 
 
 @lru_cache(maxsize=65536)
@@ -232,7 +239,7 @@ def step(
         if state is None:
             return None, None
         absent = state.absent_count + 1
-        if absent >= policy.clear_after:
+        if absent >= policy.clear_after or state.rule in RESOLVE_AT_ONCE:
             return None, _transition(Transition.RESOLVED, state, now, state.severity)
         return (
             AlertState(

@@ -54,6 +54,7 @@ class Rule:
     BYBIT_REDUCE_ONLY: Final = "bybit_reduce_only"
     BYBIT_SYSTEM_ADJUSTMENT: Final = "bybit_system_adjustment"
     PLATFORM_RISK_CHANGE: Final = "platform_risk_change"
+    ACCOUNT_LINK: Final = "account_link"
 
 
 @dataclass(slots=True, frozen=True)

@@ -24,12 +24,14 @@ class _Doc(BaseModel):
 class LinkStatus(StrEnum):
     OK = "ok"
     DOWN = "down"
+    EXPIRING = "expiring"
 
 
 class Link(_Doc):
     """The account's link to Bybit as the alert path sees it: ``down`` while an
-    ``account_link`` alert is active (stream down past its threshold, key rejected or
-    expiring), ``ok`` otherwise."""
+    ``account_link`` alert is active for a stream down past its threshold or a refused key
+    (HIGH or CRITICAL: positions are not watched), ``expiring`` while it is active only for
+    an API key that expires soon (WARNING: still watched), ``ok`` otherwise."""
 
     status: LinkStatus
     reason: str | None = None

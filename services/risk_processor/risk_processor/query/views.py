@@ -35,7 +35,7 @@ from riskwatch_common.contracts import PORTFOLIO_KEY, ExposureSnapshotted, Sever
 
 EXPOSURE_PREFIX = "exposure/"
 ALERTS_PREFIX = "alerts/"
-LINK_RULE = "account_link"
+LINK_RULE = Rule.ACCOUNT_LINK
 _SEVERITY_ORDER = {s: i for i, s in enumerate(Severity)}
 D = Decimal
 
@@ -217,7 +217,10 @@ def sorted_alerts(
 def link_of(alerts: Iterable[Alert]) -> Link:
     for a in alerts:
         if a.rule == LINK_RULE:
-            return Link(status=LinkStatus.DOWN, reason=a.reason, since=a.raised_at)
+            # engine.link: WARNING is an expiring key only; the data still flows.
+            expiring = a.severity is Severity.WARNING
+            status = LinkStatus.EXPIRING if expiring else LinkStatus.DOWN
+            return Link(status=status, reason=a.reason, since=a.raised_at)
     return Link(status=LinkStatus.OK)
 
 
