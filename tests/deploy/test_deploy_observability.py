@@ -57,9 +57,9 @@ def exported_names() -> set[str]:
         "ai_analyst.metrics",
         "notifier.metrics",
         "bybit_sim.metrics",
+        "risk_processor.metrics",
     ):
         importlib.import_module(module)
-    importlib.import_module("risk_processor.metrics").build()
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     names = set()
     for family in REGISTRY.collect():
