@@ -3,8 +3,9 @@
 On a fresh local broker (``RISKWATCH_BROKER``: Apache Kafka by default) it runs, each as its
 own process as deployed, the Bybit simulator (``bybit_sim.load``: ``--accounts`` accounts,
 each breaching a 10,000 USD net-exposure limit and unwinding once per ``--cycle`` seconds),
-the ingestor, the risk processor and the notifier, which delivers to a fake Telegram Bot API
-in this process over real HTTP (``riskwatch_common.fakes``). A supervisor here restarts any
+the ingestor, the risk processor, the AI analyst (no LLM key: deterministic analyses) and
+the notifier, which delivers to a fake Telegram Bot API in this process over real HTTP
+(``riskwatch_common.fakes``). A supervisor here restarts any
 service that exits, as Kubernetes would. Then it injects, one after another:
 
 - ``kill:<service>``: SIGKILL of each service (the supervisor restarts it);
@@ -40,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 import time
 from collections import Counter
@@ -51,7 +53,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from bench.e2e import THRESHOLDS, _accounts_yaml, _read_all
@@ -63,16 +65,23 @@ from riskwatch_common.fakes import FakeTelegram
 from riskwatch_common.kafka import client_kwargs, ensure_topics
 from riskwatch_common.settings import KafkaSettings
 from riskwatch_common.testkit import ServiceProcess
-from riskwatch_common.topics import ALERTS, ALL_TOPICS, DATA_TOPICS, HEARTBEATS
+from riskwatch_common.topics import (
+    ALERTS,
+    ALL_TOPICS,
+    DATA_TOPICS,
+    DEAD_LETTER_TOPICS,
+    HEARTBEATS,
+)
 
 TOKEN = "7000000002:AAchaos-fake-telegram-token"
 CHAT_ID = "1000000002"  # a private chat: Telegram's 20/min group limit is not under test
-SERVICES = ("risk_processor", "notifier", "bybit_sim", "ingestor")  # start order
+SERVICES = ("risk_processor", "notifier", "ai_analyst", "bybit_sim", "ingestor")  # start order
 PAGING = {AlertTransition.RAISED, AlertTransition.ESCALATED, AlertTransition.RESOLVED}
 ALL_FAULTS = (
     "kill:ingestor",
     "kill:risk_processor",
     "kill:notifier",
+    "kill:ai_analyst",
     "kill:bybit_sim",
     "telegram",
     "disconnects",
@@ -217,6 +226,12 @@ class Chaos:
                 "RISK_PROCESSOR_DATA_DIR": str(self.tmp / "risk-processor"),
                 "RISK_PROCESSOR_THRESHOLDS_FILE": str(self.tmp / "thresholds.yaml"),
             },
+            "ai_analyst": {
+                "AI_ANALYST_HTTP_PORT": str(self.ports["ai_analyst"]),
+                # no LLM key: deterministic analyses (the LLM's outages are not under test)
+                "AI_ANALYST_API_KEY": "",
+                "HOLYSHEEP_API_KEY": "",
+            },
             "notifier": {
                 "NOTIFIER_HTTP_PORT": str(self.ports["notifier"]),
                 "NOTIFIER_TELEGRAM_BOT_TOKEN": TOKEN,
@@ -306,13 +321,18 @@ class Chaos:
         return f"SIGKILL {name}"
 
     async def telegram_outage(self, http: aiohttp.ClientSession, name: str) -> str:
+        before = self.telegram.requests
         self.telegram.down = True
         await asyncio.sleep(self.args.outage)
         self.telegram.down = False
+        refused = self.telegram.requests - before
         storm = 10
         for _ in range(storm):
             self.telegram.fail(429, "Too Many Requests: retry after 2", {"retry_after": 2})
-        return f"Telegram down {self.args.outage:.0f} s (502), then {storm} x 429 retry_after 2"
+        return (
+            f"Telegram down {self.args.outage:.0f} s (502 to {refused} requests), "
+            f"then {storm} x 429 retry_after 2"
+        )
 
     async def disconnects(self, http: aiohttp.ClientSession, name: str) -> str:
         storm = 5
@@ -327,9 +347,24 @@ class Chaos:
         await self._sim_fault(
             http, {"kind": "disconnect", "account": victim, "abrupt": True, "target": "private"}
         )
+        before = await self._auth_failures(http)
         await asyncio.sleep(self.args.revoked)
+        refused = await self._auth_failures(http) - before
         await self._sim_fault(http, {"kind": "clear", "account": victim})
-        return f"API key of {victim} refused for {self.args.revoked:.0f} s, then accepted again"
+        return (
+            f"API key of {victim} refused for {self.args.revoked:.0f} s ({refused:.0f} "
+            "refusals seen by the ingestor), then accepted again"
+        )
+
+    async def _auth_failures(self, http: aiohttp.ClientSession) -> float:
+        """``ingestor_auth_failures_total``, all ``where``; 0 when it cannot be read."""
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            url = f"http://127.0.0.1:{self.ports['ingestor']}/metrics"
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                text = await resp.text()
+            found = re.findall(r"^ingestor_auth_failures_total\{[^}]*\} (\S+)$", text, re.M)
+            return sum(float(v) for v in found)
+        return 0.0
 
     async def poison(self, http: aiohttp.ClientSession, name: str) -> str:
         producer = AIOKafkaProducer(
@@ -346,6 +381,34 @@ class Chaos:
             await producer.stop()
         size = OVERSIZE_BYTES // 1024
         return f"a non-JSON and a {size} KB record on each of {len(DATA_TOPICS)} topics"
+
+    async def new_dead_letters(self, before: int, settle: float = 3.0) -> int:
+        """Dead letters since ``before``, once their number stopped growing (30 s at most)."""
+        deadline = time.monotonic() + 30
+        seen, since = before, time.monotonic()
+        while time.monotonic() < deadline:
+            now = await self.dead_letters()
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif seen > before and time.monotonic() - since >= settle:
+                break
+            await asyncio.sleep(0.5)
+        return seen - before
+
+    async def dead_letters(self) -> int:
+        """Records on every dead-letter topic now (end offsets summed)."""
+        consumer = AIOKafkaConsumer(**client_kwargs(self.kafka), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(spec.qualified(self.kafka.topic_namespace), p)
+                for spec in DEAD_LETTER_TOPICS
+                for p in range(spec.partitions)
+            ]
+            ends = await consumer.end_offsets(partitions)
+            return sum(ends.values())
+        finally:
+            await consumer.stop()
 
     async def broker_restart(self, http: aiohttp.ClientSession, name: str) -> str:
         await asyncio.to_thread(self.broker.restart, 5.0)
@@ -376,10 +439,13 @@ class Chaos:
                     kind, _, target = fault.partition(":")
                     act = self.kill if kind == "kill" else actions[kind]
                     began = time.monotonic()
+                    dead0 = await self.dead_letters() if kind == "poison" else 0
                     what = await act(http, target)
                     self.tally.faults += 1
                     ok = await self.recovered(http, fault, time.monotonic())
                     took = time.monotonic() - began
+                    if kind == "poison":
+                        what += f" ({await self.new_dead_letters(dead0)} dead-lettered)"
                     self.say(
                         f"fault {self.tally.faults}: {what}: "
                         f"{'recovered' if ok else 'HUNG'} in {took:.1f} s"
