@@ -244,6 +244,12 @@ class Chaos:
                 "NOTIFIER_DIGEST_THRESHOLD": "0",
             },
         }
+        for override in self.args.env:
+            service, _, assignment = override.partition(":")
+            key, eq, value = assignment.partition("=")
+            if service not in envs or not eq:
+                raise SystemExit(f"--env {override!r}: want SERVICE:VARIABLE=VALUE")
+            envs[service][key] = value
         self.procs = {
             name: ServiceProcess(name, {**common, **envs[name]}, self.tmp / f"{name}.log")
             for name in SERVICES
@@ -552,6 +558,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap", type=float, default=3.0, help="s between faults")
     parser.add_argument("--startup", type=float, default=180.0)
     parser.add_argument("--drain", type=float, default=150.0, help="s to deliver the backlog")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="SERVICE:VARIABLE=VALUE",
+        help="override a service's setting (repeatable), e.g. to see a fault bite",
+    )
     parser.add_argument("--keep-logs", default="", help="copy the service logs to this folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
