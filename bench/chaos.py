@@ -451,7 +451,8 @@ class Chaos:
                     ok = await self.recovered(http, fault, time.monotonic())
                     took = time.monotonic() - began
                     if kind == "poison":
-                        what += f" ({await self.new_dead_letters(dead0)} dead-lettered)"
+                        dead = await self.new_dead_letters(dead0)
+                        what += f" ({dead} dead-lettered within seconds)"
                     self.say(
                         f"fault {self.tally.faults}: {what}: "
                         f"{'recovered' if ok else 'HUNG'} in {took:.1f} s"
