@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -57,6 +58,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from bench.e2e import THRESHOLDS, _accounts_yaml, _read_all
+from bybit_sim.load import POSITIONS as LOAD_POSITIONS
 from bybit_sim.load import LoadPlan, load_scenario_text
 from riskwatch_common.benchkit import fresh_namespace
 from riskwatch_common.broker import LocalBroker, free_port, local_broker
@@ -169,6 +171,30 @@ def summarize(
     )
 
 
+def breaches_opened(frames_log: Path) -> Counter[str]:
+    """Per account, how often its BTCUSDT position rose above the standing size plus half
+    the breach quantity: the load's breaches, as the simulator's frames log records them
+    (every private frame, whether or not anyone was subscribed)."""
+    standing, breach = (Decimal(LOAD_POSITIONS["BTCUSDT"][1]), LoadPlan().breach_qty)
+    edge = standing + breach / 2
+    opened: Counter[str] = Counter()
+    above: dict[str, bool] = {}
+    if not frames_log.exists():
+        return opened
+    for raw in frames_log.read_bytes().splitlines():
+        doc = orjson.loads(raw)
+        if doc.get("topic") != "position" or doc.get("fault"):
+            continue
+        for row in doc.get("rows", []):
+            if row.get("symbol") != "BTCUSDT":
+                continue
+            now = Decimal(str(row["size"])) > edge
+            if now and not above.get(doc["account"], False):
+                opened[doc["account"]] += 1
+            above[doc["account"]] = now
+    return opened
+
+
 class Chaos:
     """The processes, the fakes and the faults of one run."""
 
@@ -190,6 +216,7 @@ class Chaos:
         self.paused = False  # the supervisor leaves exits alone while set
         self.heartbeats = 0
         self.last_heartbeat = 0.0
+        self.raised: Counter[str] = Counter()  # net-exposure alerts raised, per account
         self.started = time.monotonic()
 
     def say(self, text: str) -> None:
@@ -210,6 +237,7 @@ class Chaos:
                 "BYBIT_SIM_SCENARIO": str(self.tmp / "scenario.yaml"),
                 "BYBIT_SIM_PORT": str(self.sim_port),
                 "BYBIT_SIM_HTTP_PORT": str(self.ports["bybit_sim"]),
+                "BYBIT_SIM_FRAMES_LOG": str(self.tmp / "frames.jsonl"),
                 "LOG_LEVEL": "WARNING",
             },
             "ingestor": {
@@ -495,6 +523,11 @@ class Chaos:
                     if isinstance(doc, dict):
                         lines.append(doc)
         accepted = [(r.message_id, r.payload.get("text", "")) for r in self.telegram.received]
+        self.raised = Counter(
+            a.account
+            for a in {a.event_id: a for a in alerts}.values()
+            if a.transition == AlertTransition.RAISED and a.rule.startswith("net_exposure")
+        )
         return summarize(alerts, accepted, lines)
 
     async def _drain(self) -> Summary:
@@ -535,6 +568,16 @@ async def main_async(args: argparse.Namespace) -> int:
         with TemporaryDirectory(prefix="chaos-") as name:
             chaos = Chaos(broker, kafka, Path(name), args)
             summary, _ = await chaos.run(faults)
+            opened = breaches_opened(Path(name) / "frames.jsonl")
+            per = ", ".join(
+                f"{acc} {opened[acc]}/{chaos.raised[acc]}" for acc in chaos.plan.account_names()
+            )
+            print(
+                f"simulator ground truth: {sum(opened.values())} breaches opened (frames log), "
+                f"{sum(chaos.raised.values())} net-exposure alerts raised (per account {per}); "
+                "informational: a breach that opens and closes while a link is down, or that "
+                "straddles a simulator restart, is no separate alert"
+            )
             report(summary, chaos.tally)
             if args.keep_logs:
                 for proc in chaos.procs.values():
