@@ -4,9 +4,12 @@ can go wrong (lost, sent twice, raised twice) and nothing else."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from bench.chaos import summarize
+import orjson
+
+from bench.chaos import breaches_opened, summarize
 from riskwatch_common.contracts import AlertTransition, RiskAlertChanged
 from riskwatch_common.testkit import make_alert
 
@@ -57,3 +60,24 @@ def test_one_transition_logged_under_two_messages_is_a_duplicate() -> None:
     alerts = [alert(1, AlertTransition.RAISED)]
     s = summarize(alerts, [(101, "up"), (102, "up")], log(("ev1", 101), ("ev1", 102)))
     assert (s.delivered, s.duplicated) == (1, 1)
+
+
+def test_breaches_are_counted_on_the_rising_edge_of_the_btc_position(tmp_path: Path) -> None:
+    def frame(account: str, size: str, symbol: str = "BTCUSDT", fault: str | None = None) -> bytes:
+        rows = [{"symbol": symbol, "size": size}]
+        doc = {"account": account, "topic": "position", "rows": rows, "fault": fault}
+        return orjson.dumps(doc) + b"\n"
+
+    log_path = tmp_path / "frames.jsonl"
+    log_path.write_bytes(
+        frame("a1", "0.05")  # the breach order placed: position unchanged
+        + frame("a1", "0.25")  # filled: breach 1
+        + frame("a1", "0.05", fault="malformed_truncated")  # a corrupted copy is no frame
+        + frame("a1", "0.25")  # still open
+        + frame("a2", "0.25")  # a2's first breach
+        + frame("a1", "0.05")  # unwound
+        + frame("a1", "9", symbol="SOLUSDT")  # other symbols do not count
+        + frame("a1", "0.25")  # breach 2
+    )
+    assert breaches_opened(log_path) == {"a1": 2, "a2": 1}
+    assert breaches_opened(tmp_path / "missing.jsonl") == {}
