@@ -104,6 +104,10 @@ profile-risk: install ## where the processor's time per record goes (py-spy on t
 bench-e2e: install ## exchange frame -> fake Telegram latency, whole pipeline (E2E_ARGS="--seconds 15")
 	$(RUN) python -m bench.e2e $(E2E_ARGS)
 
+.PHONY: chaos
+chaos: install ## every service under injected faults (kills, outages, poison, broker restart); CHAOS_ARGS
+	$(RUN) python -m bench.chaos $(CHAOS_ARGS)
+
 .PHONY: bench-analyst
 bench-analyst: install ## AI analyst: LLM calls, tokens, USD and latency of an alert storm (fake gateway)
 	$(RUN) python -m ai_analyst.bench

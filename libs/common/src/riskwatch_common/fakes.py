@@ -120,10 +120,12 @@ class FakeHttpServer:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """An accepted message and when (``time.time()``) its request reached the server."""
+    """An accepted message and when (``time.time()``) its request reached the server;
+    ``message_id`` is what the fake answered for it (0 where a server gives none)."""
 
     at: float
     payload: dict[str, Any]
+    message_id: int = 0
 
 
 class FakeTelegram(FakeHttpServer):
@@ -201,7 +203,7 @@ class FakeTelegram(FakeHttpServer):
             )
         self._next_id += 1
         self.messages.append(payload)
-        self.received.append(Received(arrived, payload))
+        self.received.append(Received(arrived, payload, self._next_id))
         return await self._respond(
             Reply(200, {"ok": True, "result": {"message_id": self._next_id, "text": "..."}})
         )
